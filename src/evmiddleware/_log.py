@@ -1,0 +1,51 @@
+"""The ``evmiddleware`` logger, with rate limiting for errors that can repeat per request."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+logger = logging.getLogger("evmiddleware")
+
+_REDACTED = "[redacted]"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every secret in ``text``; providers sometimes echo the key back in an error body."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+class RateLimitedLog:
+    """Logs a given key at most once per ``interval`` seconds, then says how many were suppressed.
+
+    A broken encoder or a bad cookie can fail on every request; one line per request would flood logs.
+    """
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def log(self, level: int, key: str, msg: str, *args: object, exc_info: bool = False) -> None:
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self._interval:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return
+            self._last[key] = now
+            suppressed = self._suppressed.pop(key, 0)
+        if suppressed:
+            msg += " (%d similar messages suppressed)"
+            args = (*args, suppressed)
+        logger.log(level, msg, *args, exc_info=exc_info)
+
+
+limited = RateLimitedLog()

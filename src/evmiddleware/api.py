@@ -1,0 +1,224 @@
+"""The public functions. Each is safe to call anywhere: errors become counted drops, never raises
+into the caller (strict mode, for tests, raises :class:`EventError` instead)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast, overload
+
+from . import runtime as _rt
+from ._log import limited
+from .context import _current
+from .errors import EventError
+from .events import Event, make_event
+from .signals import event_tracked
+
+__all__ = ["configure", "flush", "identify", "shutdown", "stats", "track", "tracked"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def configure(**settings: Any) -> None:
+    """Configure the process's pipeline; settings not given come from ``EVMIDDLEWARE_*`` variables.
+
+    Calling it again replaces the whole configuration (events already queued are flushed first).
+    Raises :class:`~evmiddleware.ConfigurationError` at once for anything that cannot work::
+
+        evmiddleware.configure(flokit_api_key="fk_live_…", flush_interval=2.0)
+    """
+    _rt.replace(settings)
+
+
+def _warn_dropped_property(key: str, why: str) -> None:
+    limited.log(logging.WARNING, f"property:{key}", "evmiddleware: property %r dropped: %s", key, why)
+
+
+def _emit(
+    name: object,
+    properties: Mapping[str, Any] | None,
+    user_id: object,
+    anonymous_id: object,
+    timestamp: object,
+    kind: str,
+) -> str | None:
+    runtime = _rt.current()
+    if runtime.disabled:
+        return None
+    try:
+        ctx = _current.get()
+        context: Mapping[str, Any] = {}
+        if ctx is not None:
+            if user_id is None:
+                user_id = ctx.user_id
+            if anonymous_id is None:
+                anonymous_id = ctx.anonymous_id
+            context = ctx.facts
+        if user_id is None and anonymous_id is None:
+            raise EventError(
+                "no_identity", f"event {name!r} has no user_id or anonymous_id (outside a request, pass one)"
+            )
+        settings = runtime.settings
+        event = make_event(
+            name,
+            properties,
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            timestamp=timestamp,
+            context=context,
+            kind=kind,
+            max_depth=settings.max_depth,
+            max_bytes=settings.max_event_bytes,
+            on_drop=_warn_dropped_property,
+        )
+        if event_tracked.receivers:
+            vetted = _run_event_tracked(event)
+            if vetted is None:
+                runtime.drop(event, "vetoed")
+                return None
+            event = vetted
+        runtime.submit(event)
+        return event.id
+    except EventError as exc:
+        if runtime.settings.strict:
+            raise
+        runtime.drop(None, exc.reason, str(exc))
+    except Exception as exc:
+        if runtime.settings.strict:
+            raise
+        limited.log(logging.ERROR, "track", "evmiddleware: tracking failed", exc_info=True)
+        runtime.drop(None, "internal_error", type(exc).__name__)
+    return None
+
+
+def _run_event_tracked(event: Event) -> Event | None:
+    for _receiver, result in event_tracked.send(None, event=event):
+        if result is False:
+            return None
+        if isinstance(result, Event):
+            event = result
+    return event
+
+
+def track(
+    name: str,
+    properties: Mapping[str, Any] | None = None,
+    *,
+    user_id: str | None = None,
+    anonymous_id: str | None = None,
+    timestamp: Any = None,
+) -> str | None:
+    """Record an event; returns its id, or ``None`` when it was dropped (counted and logged).
+
+    Inside a request the ids come from the request; outside one, pass at least one::
+
+        evmiddleware.track("checkout_completed", {"total": Decimal("19.90"), "currency": "EUR"})
+        evmiddleware.track("nightly_export", user_id="42")
+
+    ``timestamp`` defaults to now; a naive datetime is taken as UTC.
+    """
+    return _emit(name, properties, user_id, anonymous_id, timestamp, "track")
+
+
+def identify(user_id: str, **traits: Any) -> str | None:
+    """Tie the current visitor's anonymous id to ``user_id``.
+
+    The rest of the request carries the user id, and an ``identify`` event records the link (with
+    ``traits`` as its properties; Flywheel and Klaviyo update the profile from them)::
+
+        evmiddleware.identify(str(user.pk), email=user.email)
+    """
+    ctx = _current.get()
+    if ctx is not None and user_id is not None:
+        ctx.user_id = str(user_id)
+        ctx.identified = True
+    return _emit("identify", traits, user_id, None, None, "identify")
+
+
+@overload
+def tracked(name: F) -> F: ...
+@overload
+def tracked(name: str | None = None, **static_properties: Any) -> Callable[[F], F]: ...
+
+
+def tracked(name: Any = None, **static_properties: Any) -> Any:
+    """Record one event per call of the decorated function (sync or async, plain or method).
+
+    The event's properties are ``static_properties`` plus ``duration_ms`` and ``raised``
+    (``error_type`` when it raised). The function's exception always propagates::
+
+        @evmiddleware.tracked("checkout_completed", flow="web")
+        def checkout(request): ...
+    """
+    if callable(name):
+        return tracked()(name)
+
+    def decorate(func: F) -> F:
+        event_name = name or func.__qualname__
+
+        def record(started: float, error: BaseException | None) -> None:
+            properties = dict(static_properties)
+            properties["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            properties["raised"] = error is not None
+            if error is not None:
+                properties["error_type"] = type(error).__name__
+            _emit(event_name, properties, None, None, None, "track")
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    result = await func(*args, **kwargs)
+                except BaseException as exc:
+                    record(started, exc)
+                    raise
+                record(started, None)
+                return result
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                result = func(*args, **kwargs)
+            except BaseException as exc:
+                record(started, exc)
+                raise
+            record(started, None)
+            return result
+
+        return cast(F, wrapper)
+
+    return decorate
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Wait until every event tracked before the call is delivered or has failed.
+
+    Returns ``True`` when all were delivered (``False`` on timeout or any failure). Never call it on
+    the request path in production; it is for scripts, jobs and tests.
+    """
+    runtime = _rt.peek()
+    return True if runtime is None else runtime.flush(timeout)
+
+
+def shutdown(timeout: float | None = None) -> None:
+    """Send what can be sent within ``timeout`` (default ``shutdown_timeout``, 5 s) and stop.
+
+    Runs by itself at interpreter exit; what could not be sent is logged and counted.
+    """
+    runtime = _rt.peek()
+    if runtime is not None and not runtime.closed:
+        runtime.shutdown(timeout)
+
+
+def stats() -> dict[str, Any]:
+    """Counters per provider (enqueued, sent, retried, rejected, dropped and skipped by reason,
+    queued) and events dropped before reaching any provider, by reason."""
+    return _rt.current().stats()

@@ -1,0 +1,78 @@
+"""The per-process buffer: one bounded queue per provider, appended to from any thread.
+
+The caller's side is a length check and a ``deque.append`` (atomic under the GIL), so ``track()``
+never blocks and never takes a lock unless the queue is full. The dispatcher thread is the only
+consumer and keeps ``held`` (events taken out but not yet finished) so the bound covers them too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter, deque
+
+from ._log import limited
+from .events import Event
+from .signals import event_dropped
+
+__all__ = ["ProviderQueue"]
+
+
+class ProviderQueue:
+    """Events waiting for one provider. ``cap`` bounds queued plus held events."""
+
+    __slots__ = ("_lock", "cap", "drop_oldest", "dropped", "evicted", "held", "items", "name")
+
+    def __init__(self, name: str, cap: int, *, drop_oldest: bool = False) -> None:
+        self.name = name
+        self.cap = cap
+        self.drop_oldest = drop_oldest
+        self.items: deque[Event] = deque()
+        #: Events taken by the dispatcher and not yet delivered or failed (written by it only).
+        self.held = 0
+        #: Events pushed out by the drop-oldest policy (they count as finished for ``flush``).
+        self.evicted = 0
+        #: Events refused on the caller's side, by reason.
+        self.dropped: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def offer(self, event: Event) -> int:
+        """Queue ``event``; returns the new queue length, or 0 when the event was dropped."""
+        items = self.items
+        if len(items) + self.held < self.cap:
+            items.append(event)
+            return len(items)
+        return self._overflow(event)
+
+    def _overflow(self, event: Event) -> int:
+        victim = event
+        with self._lock:
+            if self.drop_oldest and self.items:
+                try:
+                    victim = self.items.popleft()
+                except IndexError:  # the dispatcher emptied it meanwhile
+                    victim = event
+                else:
+                    self.items.append(event)
+                    self.evicted += 1
+            self.dropped["queue_full"] += 1
+        limited.log(
+            logging.WARNING,
+            f"queue_full:{self.name}",
+            "evmiddleware: the %s queue is full (%d events); dropping the %s event",
+            self.name,
+            self.cap,
+            "oldest" if victim is not event else "newest",
+        )
+        if event_dropped.receivers:
+            event_dropped.send(None, event=victim, provider=self.name, reason="queue_full")
+        return len(self.items) if victim is not event else 0
+
+    def take(self) -> Event | None:
+        """Dispatcher side: the oldest queued event, counted as held."""
+        try:
+            event = self.items.popleft()
+        except IndexError:
+            return None
+        self.held += 1
+        return event

@@ -1,0 +1,83 @@
+"""The per-request context: one mutable object in a ContextVar.
+
+The capture layer (ASGI/WSGI middleware, integrations) creates a :class:`RequestContext`, enters it
+for the duration of the request and resets the ContextVar with its token in ``finally``. Code in
+the request mutates the object (never rebinds the variable): a value rebound inside a thread pool
+that copied the context would never come back to the middleware, a mutation does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from typing import Any
+
+__all__ = ["RequestContext", "current_request", "request_context", "skip_request"]
+
+
+class RequestContext:
+    """What tracking knows about the request being served.
+
+    ``facts`` (route, path, method) are attached to every event tracked during the request as the
+    event's ``context``. ``tracked`` turns false when the handler calls :func:`skip_request`.
+    ``user_id_changed`` tells the capture layer that :func:`evmiddleware.identify` ran.
+    """
+
+    __slots__ = ("anonymous_id", "facts", "identified", "tracked", "user_id")
+
+    def __init__(
+        self, anonymous_id: str | None, user_id: str | None = None, facts: dict[str, Any] | None = None
+    ) -> None:
+        self.anonymous_id = anonymous_id
+        self.user_id = user_id
+        self.facts: dict[str, Any] = facts if facts is not None else {}
+        self.tracked = True
+        self.identified = False
+
+    def __repr__(self) -> str:
+        return (
+            f"RequestContext(anonymous_id={self.anonymous_id!r}, user_id={self.user_id!r}, "
+            f"tracked={self.tracked})"
+        )
+
+
+_current: ContextVar[RequestContext | None] = ContextVar("evmiddleware_request", default=None)
+
+
+def current_request() -> RequestContext | None:
+    """The context of the request being served on this thread or task, if any."""
+    return _current.get()
+
+
+def enter(ctx: RequestContext) -> Token[RequestContext | None]:
+    """Make ``ctx`` current; pass the token to :func:`leave` in a ``finally``."""
+    return _current.set(ctx)
+
+
+def leave(token: Token[RequestContext | None]) -> None:
+    _current.reset(token)
+
+
+@contextmanager
+def request_context(
+    anonymous_id: str | None = None, user_id: str | None = None, **facts: Any
+) -> Iterator[RequestContext]:
+    """Run code as if inside a request, e.g. a background job acting for a visitor::
+
+    with request_context(anonymous_id=job.anon_id, user_id=job.user_id):
+        evmiddleware.track("export_finished")
+    """
+    ctx = RequestContext(anonymous_id, user_id, facts)
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
+
+
+def skip_request() -> None:
+    """Do not record the automatic event of the current request (events tracked by hand still go)."""
+    ctx = _current.get()
+    if ctx is not None:
+        ctx.tracked = False

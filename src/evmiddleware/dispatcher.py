@@ -1,0 +1,304 @@
+"""The dispatcher: one background thread per process, running one asyncio loop for every provider.
+
+Each provider has a lane task that fills batches and starts deliveries; deliveries run concurrently
+(bounded per provider by ``limits.max_in_flight``) on one shared ``httpx.AsyncClient``, so a slow
+or dead provider never holds up another. Other threads talk to the loop only through
+``call_soon_threadsafe``: ``nudge`` (the queue grew), ``flush`` and ``stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import httpx
+
+from ._log import limited, logger
+from .lane import Lane
+from .providers.base import Batch, SendResult
+from .ratelimit import backoff_delay
+
+__all__ = ["Dispatcher"]
+
+#: How often an idle lane looks at its queue; the caller nudges it sooner when a batch's worth waits.
+TICK = 0.05
+
+
+@dataclasses.dataclass
+class _FlushWaiter:
+    targets: dict[str, int]
+    failures_before: int
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    all_delivered: bool = False
+
+
+class Dispatcher:
+    """Delivers what the lanes' queues hold. Created stopped; ``start`` is cheap and idempotent."""
+
+    def __init__(
+        self,
+        lanes: Sequence[Lane],
+        *,
+        request_timeout: float,
+        retry_deadline: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.lanes = list(lanes)
+        self._request_timeout = request_timeout
+        self._retry_deadline = retry_deadline
+        self._clock = clock
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._start_lock = threading.Lock()
+        self._waiters: list[_FlushWaiter] = []
+        self._stopping = False
+        self._stop_deadline = float("inf")
+        self._wakes: dict[str, asyncio.Event] = {}
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self._client: httpx.AsyncClient | None = None
+
+    # -- any thread ----------------------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    def start(self) -> None:
+        with self._start_lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="evmiddleware-dispatcher", daemon=True)
+            self._thread.start()
+
+    def nudge(self) -> None:
+        """A queue holds a batch's worth: look now rather than at the next tick."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                loop.call_soon_threadsafe(self._wake_all)
+
+    def flush(self, timeout: float | None) -> bool:
+        """Wait until every event queued before the call is finished; True if all were delivered."""
+        if threading.current_thread() is self._thread:
+            return False  # a signal receiver on the dispatcher thread would wait for itself
+        self.start()
+        if not self._ready.wait(timeout if timeout is not None else 5.0):
+            return False
+        waiter = _FlushWaiter({}, 0)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return not any(lane.outstanding() for lane in self.lanes)
+        try:
+            loop.call_soon_threadsafe(self._add_waiter, waiter)
+        except RuntimeError:
+            return False
+        finished = waiter.done.wait(timeout)
+        return finished and waiter.all_delivered
+
+    def stop(self, timeout: float) -> int:
+        """Deliver what can be delivered within ``timeout``, then stop; returns events given up."""
+        thread = self._thread
+        if thread is None:
+            return 0
+        if self._ready.wait(timeout) and self._loop is not None:
+            deadline = self._clock() + timeout
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._begin_stop, deadline)
+        thread.join(timeout + 1.0)
+        return sum(lane.dropped.get("shutdown", 0) for lane in self.lanes)
+
+    # -- dispatcher thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except Exception:  # never let the thread die silently
+            logger.exception("evmiddleware: the dispatcher stopped on an error")
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wakes = {lane.name: asyncio.Event() for lane in self.lanes}
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        async with httpx.AsyncClient(
+            timeout=self._request_timeout, limits=limits, follow_redirects=False, verify=True
+        ) as client:
+            self._client = client
+            self._ready.set()
+            tasks = [asyncio.create_task(self._lane_loop(lane)) for lane in self.lanes]
+            await self._until_stopped(tasks)
+        for lane in self.lanes:
+            try:
+                await lane.provider.aclose()
+            except Exception:
+                logger.exception("evmiddleware: closing %s failed", lane.name)
+
+    async def _until_stopped(self, tasks: list[asyncio.Task[None]]) -> None:
+        while not self._stopping:
+            await asyncio.sleep(TICK)
+        remaining = max(0.0, self._stop_deadline - self._clock())
+        _, pending = await asyncio.wait(tasks, timeout=remaining)
+        for task in [*pending, *self._deliveries]:
+            task.cancel()
+        await asyncio.gather(*pending, *self._deliveries, return_exceptions=True)
+        given_up = sum(lane.drop_everything("shutdown") for lane in self.lanes)
+        if given_up:
+            logger.error(
+                "evmiddleware: stopped with %d event(s) not delivered (counted as 'shutdown')", given_up
+            )
+        self._check_waiters()
+        for waiter in self._waiters:
+            waiter.done.set()
+        self._waiters.clear()
+
+    def _wake_all(self) -> None:
+        for wake in self._wakes.values():
+            wake.set()
+
+    def _add_waiter(self, waiter: _FlushWaiter) -> None:
+        waiter.targets = {lane.name: lane.completed() + lane.outstanding() for lane in self.lanes}
+        waiter.failures_before = sum(lane.failures() for lane in self.lanes)
+        self._waiters.append(waiter)
+        self._check_waiters()
+        self._wake_all()
+
+    def _check_waiters(self) -> None:
+        if not self._waiters:
+            return
+        completed = {lane.name: lane.completed() for lane in self.lanes}
+        stopped = self._stopping and all(lane.idle() for lane in self.lanes)
+        for waiter in list(self._waiters):
+            reached = all(completed[name] >= target for name, target in waiter.targets.items())
+            if reached or stopped:
+                failures = sum(lane.failures() for lane in self.lanes)
+                waiter.all_delivered = reached and failures == waiter.failures_before
+                waiter.done.set()
+                self._waiters.remove(waiter)
+
+    def _begin_stop(self, deadline: float) -> None:
+        self._stopping = True
+        self._stop_deadline = deadline
+        self._wake_all()
+
+    @property
+    def _force(self) -> bool:
+        """Send partly filled batches now: someone is waiting in ``flush`` or we are stopping."""
+        return self._stopping or bool(self._waiters)
+
+    async def _wait(self, lane: Lane, seconds: float) -> None:
+        wake = self._wakes[lane.name]
+        wake.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=max(seconds, 0.001))
+
+    async def _lane_loop(self, lane: Lane) -> None:
+        while True:
+            try:
+                now = self._clock()
+                lane.pull(now)
+                self._check_waiters()
+                key = lane.ready(now, self._force)
+                if key is False:
+                    if self._stopping and lane.idle():
+                        return
+                    due = lane.next_due(now)
+                    await self._wait(lane, TICK if due is None else min(due, TICK))
+                    continue
+                if lane.in_flight >= lane.limits.max_in_flight:
+                    await self._wait(lane, TICK)
+                    continue
+                delay = lane.limiter.delay(now)
+                if delay > 0:
+                    # The batch stays open while we wait, so it leaves as full as allowed.
+                    await asyncio.sleep(min(delay, TICK))
+                    continue
+                assert key is not True
+                batch = lane.take_batch(key, now)
+                lane.limiter.record(now)
+                lane.requests += 1
+                lane.in_flight += 1
+                task = asyncio.create_task(self._deliver(lane, batch))
+                self._deliveries.add(task)
+                task.add_done_callback(self._deliveries.discard)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                limited.log(
+                    logging.ERROR,
+                    f"lane:{lane.name}",
+                    "evmiddleware: error in the %s lane",
+                    lane.name,
+                    exc_info=True,
+                )
+                await asyncio.sleep(TICK)
+
+    async def _deliver(self, lane: Lane, batch: Batch) -> None:
+        """Send one batch, retrying until it is delivered, refused for good or out of time."""
+        started = self._clock()
+        attempt = 0
+        try:
+            while True:
+                result = await self._attempt(lane, batch)
+                if result.outcome == "ok":
+                    lane.finish_sent(batch, dict(result.rejected))
+                    return
+                if result.outcome == "rejected":
+                    lane.finish_rejected(batch, result.reason, auth=result.auth)
+                    return
+                attempt += 1
+                now = self._clock()
+                if result.retry_after is not None:
+                    if result.reason == "http_429":
+                        lane.throttled += 1
+                    lane.limiter.pause_until(now + result.retry_after)
+                    delay = result.retry_after
+                else:
+                    delay = backoff_delay(attempt)
+                if now + delay - started > self._retry_deadline:
+                    lane.finish_failed(batch, "retry_deadline")
+                    return
+                if self._stopping and now + delay > self._stop_deadline:
+                    lane.finish_failed(batch, "shutdown")
+                    return
+                await asyncio.sleep(delay)
+                while (wait := lane.limiter.delay(self._clock())) > 0:
+                    await asyncio.sleep(wait)
+                lane.limiter.record(self._clock())
+                lane.requests += 1
+                lane.retried += 1
+        except asyncio.CancelledError:
+            lane.finish_failed(batch, "shutdown")
+            raise
+        finally:
+            lane.in_flight -= 1
+            self._check_waiters()
+            self._wakes[lane.name].set()
+
+    async def _attempt(self, lane: Lane, batch: Batch) -> SendResult:
+        assert self._client is not None
+        try:
+            return await lane.provider.send(batch, self._client)
+        except httpx.TransportError as exc:
+            limited.log(
+                logging.WARNING,
+                f"transport:{lane.name}",
+                "evmiddleware: %s unreachable (%s); will retry",
+                lane.name,
+                type(exc).__name__,
+            )
+            return SendResult("retry", reason=type(exc).__name__)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            limited.log(
+                logging.ERROR,
+                f"send:{lane.name}",
+                "evmiddleware: %s failed to send a batch",
+                lane.name,
+                exc_info=True,
+            )
+            return SendResult("rejected", reason="provider_error")

@@ -1,0 +1,135 @@
+"""The event record and the one function that builds (and validates) it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from .errors import EventError
+from .normalize import DropCallback, JSONValue, normalize_properties
+
+__all__ = ["Event", "make_event", "new_event_id"]
+
+MAX_NAME_LENGTH = 255
+MAX_ID_LENGTH = 255
+
+_UTC = dt.timezone.utc
+_EMPTY: Mapping[str, Any] = {}
+
+
+class Event(NamedTuple):
+    """One analytics event. Immutable: change one with ``event._replace(name=...)``.
+
+    ``id`` is a uuid4 string; providers that deduplicate (FloKit, Flywheel, Klaviyo) receive it as
+    their idempotency or unique id, so a retried batch is never counted twice. ``timestamp`` is always
+    timezone-aware UTC. ``kind`` is ``"track"`` or ``"identify"``. ``context`` holds request facts
+    (route, path, method) for events tracked inside a request.
+    """
+
+    id: str
+    name: str
+    user_id: str | None
+    anonymous_id: str | None
+    timestamp: dt.datetime
+    properties: dict[str, JSONValue]
+    context: Mapping[str, JSONValue]
+    kind: str = "track"
+
+    def as_dict(self) -> dict[str, JSONValue]:
+        """The provider-neutral JSON form, as the local sinks write it."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "name": self.name,
+            "user_id": self.user_id,
+            "anonymous_id": self.anonymous_id,
+            "timestamp": self.timestamp.isoformat(),
+            "properties": self.properties,
+            "context": dict(self.context),
+        }
+
+
+_getrandbits = random.getrandbits
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_event_id() -> str:
+    """A random uuid4 string, about five times cheaper than ``str(uuid.uuid4())``.
+
+    Event ids need uniqueness, not unpredictability, so the process's Mersenne Twister (reseeded by
+    Python in every forked child) is enough and spares a system call per event.
+    """
+    h = "%032x" % ((_getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _clean_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise EventError("invalid_name", f"event name must be a string, not {type(name).__name__}")
+    name = name.strip()
+    if not name:
+        raise EventError("invalid_name", "event name is empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise EventError("invalid_name", f"event name is {len(name)} characters, over {MAX_NAME_LENGTH}")
+    return name
+
+
+def clean_id(value: object, field: str) -> str | None:
+    """User and anonymous ids: strings (ints are accepted and converted), at most 255 characters."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise EventError("invalid_id", f"{field} must be a string, not {type(value).__name__}")
+    value = value.strip()
+    if len(value) > MAX_ID_LENGTH:
+        raise EventError("invalid_id", f"{field} is over {MAX_ID_LENGTH} characters")
+    return value or None
+
+
+def _clean_timestamp(value: object) -> dt.datetime:
+    """Naive datetimes are taken as UTC (documented); ISO strings and epoch seconds are accepted."""
+    if value is None:
+        return dt.datetime.now(_UTC)
+    try:
+        if isinstance(value, str):
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = dt.datetime.fromtimestamp(value, _UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise EventError("invalid_timestamp", f"timestamp {value!r} is not a valid time") from exc
+    if not isinstance(value, dt.datetime):
+        raise EventError("invalid_timestamp", f"timestamp must be a datetime, not {type(value).__name__}")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=_UTC)
+    return value.astimezone(_UTC)
+
+
+def make_event(
+    name: object,
+    properties: Mapping[str, Any] | None,
+    *,
+    user_id: object,
+    anonymous_id: object,
+    timestamp: object = None,
+    context: Mapping[str, JSONValue] = _EMPTY,
+    kind: str = "track",
+    max_depth: int,
+    max_bytes: int,
+    on_drop: DropCallback,
+) -> Event:
+    """Validate and normalise everything once; raises :class:`EventError` for a refused event."""
+    return Event(
+        new_event_id(),
+        _clean_name(name),
+        clean_id(user_id, "user_id"),
+        clean_id(anonymous_id, "anonymous_id"),
+        _clean_timestamp(timestamp),
+        normalize_properties(properties, max_depth=max_depth, max_bytes=max_bytes, on_drop=on_drop),
+        context,
+        kind,
+    )

@@ -1,0 +1,245 @@
+"""One provider's side of the dispatcher: open batches, limits and counters.
+
+All of this runs on the dispatcher thread only; other threads read the counters for ``stats()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from collections.abc import Callable
+
+from ._log import limited, logger, redact
+from .buffer import ProviderQueue
+from .events import Event, new_event_id
+from .providers.base import Batch, Encoded, Provider, SkipEvent
+from .ratelimit import SlidingWindowLimiter
+from .signals import batch_failed, batch_sent, event_dropped
+
+__all__ = ["Lane"]
+
+
+class _Group:
+    """Encoded events that may share a request (same group key), oldest first."""
+
+    __slots__ = ("bytes", "items", "opened")
+
+    def __init__(self, opened: float) -> None:
+        self.items: deque[Encoded] = deque()
+        self.bytes = 0
+        self.opened = opened
+
+
+class Lane:
+    """Batches for one provider, its rate limiter and its delivery counters."""
+
+    def __init__(self, provider: Provider, queue: ProviderQueue, flush_interval: float) -> None:
+        self.provider = provider
+        self.name = provider.name
+        self.queue = queue
+        self.limits = provider.limits
+        self.flush_interval = flush_interval
+        self.limiter = SlidingWindowLimiter(self.limits.rate)
+        self._grouped = type(provider).group_key is not Provider.group_key
+        self._groups: dict[str | None, _Group] = {}
+        self.pending = 0
+        self.in_flight = 0
+        self._body_room = self.limits.max_bytes - self.limits.envelope_bytes
+        # Counters (events unless named otherwise).
+        self.done = 0
+        self.sent = 0
+        self.rejected = 0
+        self.retried = 0  # requests sent again
+        self.requests = 0
+        self.throttled = 0  # 429 answers honoured
+        self.largest_batch = 0
+        self.dropped: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()  # by design: this provider does not take the event
+        self.rejected_reasons: Counter[str] = Counter()
+        self._auth_logged = False
+
+    # -- filling -------------------------------------------------------------------------------
+    def pull(self, now: float) -> None:
+        """Move queued events into open batches, encoding each once.
+
+        Ungrouped providers take one batch's worth beyond what is open; grouped ones take all, so
+        a request for one profile carries every event of that profile that is waiting.
+        """
+        take = self.queue.take
+        encode = self.provider.encode
+        group_key = self.provider.group_key if self._grouped else None
+        limit = self.limits.max_events
+        while self._grouped or self.pending < limit:
+            event = take()
+            if event is None:
+                return
+            try:
+                data = encode(event)
+                key = group_key(event) if group_key else None
+            except SkipEvent as skip:
+                self.skipped[skip.reason] += 1
+                self._finish(1)
+                continue
+            except Exception:
+                limited.log(
+                    logging.ERROR,
+                    f"encode:{self.name}",
+                    "evmiddleware: %s could not encode an event",
+                    self.name,
+                    exc_info=True,
+                )
+                self.finish_dropped([event], "encode_error")
+                continue
+            if len(data) > self._body_room:
+                self.finish_dropped([event], "too_large")
+                continue
+            group = self._groups.get(key)
+            if group is None:
+                group = self._groups[key] = _Group(now)
+            group.items.append(Encoded(event, data))
+            group.bytes += len(data) + 1
+            self.pending += 1
+
+    def _full(self, group: _Group) -> bool:
+        return len(group.items) >= self.limits.max_events or group.bytes >= self._body_room
+
+    def ready(self, now: float, force: bool) -> str | bool | None:
+        """The key of the group to send next, or ``False`` when no batch is due yet."""
+        for key, group in self._groups.items():
+            if force or self._full(group) or now - group.opened >= self.flush_interval:
+                return key
+        return False
+
+    def next_due(self, now: float) -> float | None:
+        """Seconds until the oldest open batch is due, ``None`` with nothing open."""
+        if not self._groups:
+            return None
+        oldest = min(group.opened for group in self._groups.values())
+        return max(0.0, oldest + self.flush_interval - now)
+
+    def take_batch(self, key: str | None, now: float) -> Batch:
+        """Close a batch of group ``key``: as many events as the count and byte limits allow."""
+        group = self._groups[key]
+        items: list[Encoded] = []
+        size = 0
+        while group.items and len(items) < self.limits.max_events:
+            item = group.items[0]
+            if items and size + len(item.data) + 1 > self._body_room:
+                break
+            items.append(group.items.popleft())
+            size += len(item.data) + 1
+        group.bytes -= size
+        if not group.items:
+            del self._groups[key]
+        else:
+            group.opened = now  # the rest starts a new batch window
+        self.pending -= len(items)
+        self.largest_batch = max(self.largest_batch, len(items))
+        return Batch(items, key, new_event_id())
+
+    def idle(self) -> bool:
+        return not self.queue.items and not self._groups and self.in_flight == 0
+
+    # -- finishing -----------------------------------------------------------------------------
+    def _finish(self, count: int) -> None:
+        self.queue.held -= count
+        self.done += count
+
+    def finish_sent(self, batch: Batch, rejected: dict[int, str] | None = None) -> None:
+        rejected = rejected or {}
+        delivered = len(batch.items) - len(rejected)
+        self.sent += delivered
+        for index, reason in rejected.items():
+            self._reject_one(batch.items[index].event, reason)
+        self._finish(len(batch.items))
+        if batch_sent.receivers:
+            batch_sent.send(None, provider=self.name, count=delivered, rejected=len(rejected))
+
+    def finish_rejected(self, batch: Batch, reason: str, *, auth: bool = False) -> None:
+        reason = redact(reason, self.provider.secrets())
+        if auth and not self._auth_logged:
+            self._auth_logged = True
+            logger.error("evmiddleware: %s refused our credentials: %s", self.name, reason)
+        else:
+            limited.log(
+                logging.WARNING,
+                f"rejected:{self.name}",
+                "evmiddleware: %s rejected %d event(s): %s",
+                self.name,
+                len(batch.items),
+                reason,
+            )
+        for item in batch.items:
+            self._reject_one(item.event, reason)
+        self._finish(len(batch.items))
+        if batch_failed.receivers:
+            batch_failed.send(None, provider=self.name, count=len(batch.items), reason=reason)
+
+    def _reject_one(self, event: Event, reason: str) -> None:
+        self.rejected += 1
+        self.rejected_reasons[reason.split(":", 1)[0]] += 1
+        if event_dropped.receivers:
+            event_dropped.send(None, event=event, provider=self.name, reason=f"rejected: {reason}")
+
+    def finish_failed(self, batch: Batch, reason: str) -> None:
+        """Given up (retry deadline, shutdown): counted as dropped with ``reason``."""
+        limited.log(
+            logging.ERROR,
+            f"failed:{self.name}:{reason}",
+            "evmiddleware: %s: %d event(s) not delivered (%s)",
+            self.name,
+            len(batch.items),
+            reason,
+        )
+        self.finish_dropped([item.event for item in batch.items], reason)
+        if batch_failed.receivers:
+            batch_failed.send(None, provider=self.name, count=len(batch.items), reason=reason)
+
+    def finish_dropped(self, events: list[Event], reason: str) -> None:
+        self.dropped[reason] += len(events)
+        self._finish(len(events))
+        if event_dropped.receivers:
+            for event in events:
+                event_dropped.send(None, event=event, provider=self.name, reason=reason)
+
+    def drop_everything(self, reason: str) -> int:
+        """At a stop past its deadline: everything still open or queued is counted, not lost silently."""
+        events = [item.event for group in self._groups.values() for item in group.items]
+        self._groups.clear()
+        self.pending = 0
+        while (event := self.queue.take()) is not None:
+            events.append(event)
+        if events:
+            self.finish_dropped(events, reason)
+        return len(events)
+
+    # -- reading -------------------------------------------------------------------------------
+    def completed(self) -> int:
+        """Events finished one way or another, including those evicted from the queue."""
+        return self.done + self.queue.evicted
+
+    def outstanding(self) -> int:
+        return len(self.queue.items) + self.queue.held
+
+    def failures(self) -> int:
+        return self.rejected + sum(self.dropped.values()) + sum(self.queue.dropped.values())
+
+    def snapshot(self) -> dict[str, object]:
+        dropped = Counter(self.dropped)
+        dropped.update(self.queue.dropped)
+        return {
+            "enqueued": self.done + self.queue.evicted + self.outstanding(),
+            "sent": self.sent,
+            "retried": self.retried,
+            "rejected": self.rejected,
+            "rejected_reasons": dict(self.rejected_reasons),
+            "dropped": dict(dropped),
+            "skipped": dict(self.skipped),
+            "queued": self.outstanding(),
+            "requests": self.requests,
+            "rate_limited": self.throttled,
+            "largest_batch": self.largest_batch,
+        }
+
+
+Clock = Callable[[], float]

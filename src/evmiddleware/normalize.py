@@ -1,0 +1,135 @@
+"""Make property values JSON-safe once, on the caller's thread, so nothing downstream can fail on them.
+
+The common case (a flat dict of str, int, float, bool, None) is a single loop and a copy; anything else
+takes the recursive path, which converts known types and drops the rest key by key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+from uuid import UUID
+
+from .errors import EventError
+
+JSONValue = Any  # str | int | float | bool | None | list[JSONValue] | dict[str, JSONValue]
+
+_SCALARS = (str, int, bool, type(None))
+_DROP = object()
+
+DropCallback = Callable[[str, str], None]
+"""Called with (dotted key, why) for each value that was dropped."""
+
+
+def normalize_properties(
+    properties: Mapping[str, Any] | None,
+    *,
+    max_depth: int,
+    max_bytes: int,
+    on_drop: DropCallback,
+) -> dict[str, JSONValue]:
+    """Return a JSON-safe copy of ``properties`` or raise :class:`EventError` (too deep or too large)."""
+    if not properties:
+        return {}
+    if not isinstance(properties, Mapping):
+        raise EventError(
+            "invalid_properties", f"properties must be a mapping, not {type(properties).__name__}"
+        )
+    # Fast path: flat and already JSON-safe. ``type(v) in`` is exact on purpose (no subclasses, Enums).
+    size = 2
+    for key, value in properties.items():
+        tv = type(value)
+        if type(key) is not str or not (tv in _SCALARS or (tv is float and math.isfinite(value))):
+            break
+        size += len(key) + (len(value) if tv is str else 8) + 6
+    else:
+        result = dict(properties)
+        if size * 4 > max_bytes:  # chars can take up to 4 bytes: measure exactly only when it may matter
+            _check_size(result, max_bytes)
+        return result
+    converted = _convert(properties, "", 1, max_depth, on_drop, set())
+    assert isinstance(converted, dict)
+    _check_size(converted, max_bytes)
+    return converted
+
+
+def _check_size(value: dict[str, JSONValue], max_bytes: int) -> None:
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > max_bytes:
+        raise EventError("too_large", f"properties take {size} bytes of JSON, over the limit of {max_bytes}")
+
+
+def _convert(
+    value: Any, path: str, depth: int, max_depth: int, on_drop: DropCallback, seen: set[int]
+) -> JSONValue:
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, Enum):
+        return _convert(value.value, path, depth, max_depth, on_drop, seen)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return float(value)
+        on_drop(path, "not a finite number")
+        return _DROP
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            on_drop(path, "not a finite number")
+            return _DROP
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value.isoformat()
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, (Mapping, list, tuple, set, frozenset)):
+        return _convert_container(value, path, depth, max_depth, on_drop, seen)
+    on_drop(path, f"{type(value).__name__} is not JSON-safe")
+    return _DROP
+
+
+def _convert_container(
+    value: Any, path: str, depth: int, max_depth: int, on_drop: DropCallback, seen: set[int]
+) -> JSONValue:
+    if depth > max_depth:
+        raise EventError("too_deep", f"properties nest deeper than {max_depth} levels at {path or 'top'}")
+    marker = id(value)
+    if marker in seen:
+        on_drop(path, "cyclic reference")
+        return _DROP
+    seen.add(marker)
+    try:
+        if isinstance(value, Mapping):
+            out: dict[str, JSONValue] = {}
+            for raw_key, item in value.items():
+                key = raw_key.value if isinstance(raw_key, Enum) else raw_key
+                if not isinstance(key, (str, int, float, bool)):
+                    on_drop(f"{path}.{key!r}" if path else repr(key), "key is not a string")
+                    continue
+                name = str(key)
+                sub = f"{path}.{name}" if path else name
+                converted = _convert(item, sub, depth + 1, max_depth, on_drop, seen)
+                if converted is not _DROP:
+                    out[name] = converted
+            return out
+        items: list[JSONValue] = []
+        iterable = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        for index, item in enumerate(iterable):
+            converted = _convert(item, f"{path}[{index}]", depth + 1, max_depth, on_drop, seen)
+            if converted is not _DROP:
+                items.append(converted)
+        return items
+    finally:
+        seen.discard(marker)

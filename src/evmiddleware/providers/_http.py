@@ -1,0 +1,51 @@
+"""Settings shared by the HTTP providers: key, base URL, rate-limit override, concurrency."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from .._parse import check_base_url, parse_rate
+from ..errors import ConfigurationError
+from .base import Limits
+
+COMMON_OPTIONS = ("api_key", "url", "rate_limit", "max_in_flight")
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpOptions:
+    """Common settings after validation. ``repr`` never shows the key."""
+
+    api_key: str = dataclasses.field(repr=False)
+    base_url: str
+    limits: Limits
+
+
+def read_http_options(
+    provider: str,
+    options: Mapping[str, Any],
+    *,
+    default_url: str,
+    limits: Limits,
+    key_option: str = "api_key",
+) -> HttpOptions | None:
+    """Validate the common options, or ``None`` when no key is set (the provider is off)."""
+    key = options.get(key_option)
+    if not key:
+        return None
+    key = str(key).strip()
+    if any(ch.isspace() for ch in key):
+        raise ConfigurationError(f"{provider}_{key_option}: the key contains white space")
+    url = check_base_url(str(options.get("url") or default_url), f"{provider}_url")
+    try:
+        if "rate_limit" in options:
+            limits = dataclasses.replace(limits, rate=parse_rate(options["rate_limit"]))
+        if "max_in_flight" in options:
+            in_flight = int(options["max_in_flight"])
+            if in_flight <= 0:
+                raise ValueError("max_in_flight must be positive")
+            limits = dataclasses.replace(limits, max_in_flight=in_flight)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{provider}: {exc}") from None
+    return HttpOptions(api_key=key, base_url=url, limits=limits)

@@ -1,0 +1,239 @@
+"""The provider interface: what the dispatcher needs to know to deliver events anywhere.
+
+A provider turns one event into its wire form (``encode``, on the dispatcher thread), says how events
+may be grouped into one request (``group_key``, e.g. Klaviyo's one profile per request), how big a
+request may be (``limits``) and how fast requests may leave (``limits.rate``); ``send`` delivers one
+batch and says what became of each event. HTTP providers implement ``build_request`` and, where the
+answer says more than its status, ``interpret``; local sinks implement ``send`` directly.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import datetime as dt
+import email.utils
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+import httpx
+
+from .._log import redact
+from ..events import Event
+from ..normalize import JSONValue
+
+__all__ = [
+    "Batch",
+    "Encoded",
+    "HttpProvider",
+    "HttpRequest",
+    "Limits",
+    "Provider",
+    "SendResult",
+    "SkipEvent",
+    "dumps",
+    "iso_utc",
+    "parse_retry_after",
+    "payload_properties",
+]
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON, the form every provider accepts."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def iso_utc(timestamp: dt.datetime) -> str:
+    """ISO 8601 in UTC with a ``Z`` and milliseconds: accepted by every provider that takes strings."""
+    return timestamp.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def payload_properties(event: Event) -> dict[str, JSONValue]:
+    """The properties a provider sends: the event's own, plus request facts under ``context``.
+
+    The automatic request event carries its facts as properties already; an event tracked by hand
+    inside a request gets the route it happened on, unless it set ``context`` itself.
+    """
+    if not event.context or "context" in event.properties:
+        return event.properties
+    return {**event.properties, "context": dict(event.context)}
+
+
+class SkipEvent(Exception):
+    """Raised by ``encode``: this provider does not take this event (counted under ``reason``)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """A provider's published limits; the dispatcher never exceeds them.
+
+    ``rate`` is a list of (requests, seconds) windows, each meaning "never more than N requests in
+    any W-second window, measured from when requests leave". ``envelope_bytes`` bounds what the
+    request body adds around the events, so batches are sized without encoding them twice.
+    """
+
+    max_events: int
+    max_bytes: int
+    rate: tuple[tuple[int, float], ...] = ()
+    max_in_flight: int = 2
+    envelope_bytes: int = 64
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Encoded:
+    """One event in a provider's wire form, encoded once and reused on every retry."""
+
+    event: Event
+    data: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Events that leave in one request. ``key`` is the idempotency key, the same on every retry."""
+
+    items: Sequence[Encoded]
+    group: str | None
+    key: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SendResult:
+    """What became of a batch.
+
+    ``ok``: delivered, except the indexes in ``rejected`` (index → reason), which the provider
+    refused for good. ``retry``: nothing was stored, try again (after ``retry_after`` seconds when the
+    provider said so). ``rejected``: the whole batch was refused for good (``reason``). ``auth``
+    marks a credentials problem so it is logged once with a hint.
+    """
+
+    outcome: Literal["ok", "retry", "rejected"]
+    reason: str = ""
+    rejected: Mapping[int, str] = dataclasses.field(default_factory=dict)
+    retry_after: float | None = None
+    auth: bool = False
+
+
+OK = SendResult("ok")
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    content: bytes
+    params: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+class Provider(abc.ABC):
+    """Base class of every destination, remote or local."""
+
+    name: ClassVar[str]
+    #: Setting names this provider reads, without its prefix (``api_key`` ↔ ``flokit_api_key``).
+    options: ClassVar[tuple[str, ...]] = ()
+    limits: Limits
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Provider | None:
+        """Build from settings, or ``None`` when the provider is not configured (no key).
+
+        Raises :class:`~evmiddleware.ConfigurationError` for settings that cannot work.
+        """
+        raise NotImplementedError(f"{cls.__name__} is configured only by passing an instance")
+
+    @abc.abstractmethod
+    def encode(self, event: Event) -> bytes:
+        """The event's wire form; raise :class:`SkipEvent` when this provider does not take it."""
+
+    def group_key(self, event: Event) -> str | None:
+        """Events with different keys never share a request."""
+        return None
+
+    @abc.abstractmethod
+    async def send(self, batch: Batch, client: httpx.AsyncClient) -> SendResult:
+        """Deliver one batch. Network errors may propagate: the dispatcher retries them."""
+
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never appear in a log line or a reason."""
+        return ()
+
+    def describe(self) -> str:
+        """One line for ``evmiddleware check``: where events go. Never includes a secret."""
+        return self.name
+
+    async def aclose(self) -> None:
+        """Release what ``send`` opened (files); called once when the dispatcher stops."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"
+
+
+class HttpProvider(Provider):
+    """A provider reached over HTTP: build the request, send it, read the answer."""
+
+    #: Where the provider's own docs say credentials are checked; used in the 401/403 hint.
+    key_setting: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def build_request(self, batch: Batch) -> HttpRequest:
+        """The request carrying ``batch``; must be the same bytes on every retry."""
+
+    async def send(self, batch: Batch, client: httpx.AsyncClient) -> SendResult:
+        request = self.build_request(batch)
+        response = await client.request(
+            request.method,
+            request.url,
+            headers=request.headers,
+            content=request.content,
+            params=request.params or None,
+        )
+        return self.interpret(response, batch)
+
+    def interpret(self, response: httpx.Response, batch: Batch) -> SendResult:
+        """Default reading of an answer by status; providers with per-event answers extend it."""
+        status = response.status_code
+        if 200 <= status < 300:
+            return OK
+        if status in (408, 429) or status >= 500:
+            return SendResult(
+                "retry",
+                reason=f"http_{status}",
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            )
+        detail = self.error_text(response)
+        if status in (401, 403):
+            hint = f"; check {self.key_setting}" if self.key_setting else ""
+            return SendResult("rejected", reason=f"http_{status}: {detail}{hint}", auth=True)
+        return SendResult("rejected", reason=f"http_{status}: {detail}")
+
+    def error_text(self, response: httpx.Response, limit: int = 300) -> str:
+        """The provider's error message, shortened and with every secret removed."""
+        text = response.text[:limit].strip() or response.reason_phrase
+        return redact(text, self.secrets())
+
+
+def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    current = now or dt.datetime.now(dt.timezone.utc)
+    return max(0.0, (when - current).total_seconds())

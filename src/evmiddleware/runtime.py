@@ -1,0 +1,155 @@
+"""The process-wide pipeline: settings, one queue and lane per provider, one dispatcher.
+
+Created lazily (first event, ``configure()`` or a middleware's start-up), replaced by
+``configure()``, and replaced by an empty one in a forked child so that events queued in the parent
+are sent once, by the parent.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from ._log import limited, logger
+from .buffer import ProviderQueue
+from .config import Settings, load_settings
+from .dispatcher import Dispatcher
+from .events import Event
+from .lane import Lane
+from .signals import event_dropped
+
+__all__ = ["Runtime", "current", "replace", "peek"]
+
+
+class Runtime:
+    """One configured pipeline. ``submit`` is the whole cost of an event on the caller's thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.disabled = settings.disabled or not settings.providers
+        self.queues = [
+            ProviderQueue(p.name, settings.max_queue, drop_oldest=settings.overflow == "drop_oldest")
+            for p in settings.providers
+        ]
+        self.lanes = [
+            Lane(p, q, settings.flush_interval) for p, q in zip(settings.providers, self.queues, strict=True)
+        ]
+        self.dispatcher = Dispatcher(
+            self.lanes, request_timeout=settings.request_timeout, retry_deadline=settings.retry_deadline
+        )
+        # A batch's worth waiting wakes the dispatcher early; below that it looks every tick.
+        self._nudge_at = max(64, min(lane.limits.max_events for lane in self.lanes)) if self.lanes else 0
+        #: Events refused before reaching any provider, by reason (caller threads: under the lock).
+        self.dropped: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def submit(self, event: Event) -> None:
+        if self.closed:
+            self.drop(event, "shut_down")
+            return
+        nudge = False
+        for queue in self.queues:
+            if queue.offer(event) == self._nudge_at:
+                nudge = True
+        dispatcher = self.dispatcher
+        if not dispatcher.started:
+            dispatcher.start()
+        elif nudge:
+            dispatcher.nudge()
+
+    def drop(self, event: Event | None, reason: str, detail: str = "") -> None:
+        """An event refused before any provider saw it: counted, logged (rate-limited), signalled."""
+        with self._lock:
+            self.dropped[reason] += 1
+        limited.log(
+            logging.WARNING,
+            f"drop:{reason}",
+            "evmiddleware: event dropped (%s)%s",
+            reason,
+            f": {detail}" if detail else "",
+        )
+        if event_dropped.receivers:
+            event_dropped.send(None, event=event, provider=None, reason=reason)
+
+    def flush(self, timeout: float | None) -> bool:
+        if not self.dispatcher.started and not any(q.items for q in self.queues):
+            return True
+        return self.dispatcher.flush(timeout)
+
+    def shutdown(self, timeout: float | None) -> None:
+        self.closed = True
+        given_up = self.dispatcher.stop(self.settings.shutdown_timeout if timeout is None else timeout)
+        if given_up:
+            logger.error("evmiddleware: %d event(s) could not be delivered before shutdown", given_up)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            dropped = dict(self.dropped)
+        return {
+            "providers": {lane.name: lane.snapshot() for lane in self.lanes},
+            "dropped": dropped,
+            "disabled": self.disabled,
+        }
+
+
+_runtime: Runtime | None = None
+_lock = threading.RLock()
+_hooks_installed = False
+
+
+def peek() -> Runtime | None:
+    """The runtime if one exists, without creating it."""
+    return _runtime
+
+
+def current() -> Runtime:
+    """The process's runtime, built from the environment on first use."""
+    runtime = _runtime
+    if runtime is not None:
+        return runtime
+    with _lock:
+        if _runtime is None:
+            _install(Runtime(load_settings({})))
+        assert _runtime is not None
+        return _runtime
+
+
+def replace(overrides: Mapping[str, Any]) -> Runtime:
+    """``configure()``: validate first (a bad call leaves the old pipeline running), then swap."""
+    runtime = Runtime(load_settings(overrides))
+    with _lock:
+        old = _runtime
+        _install(runtime)
+    if old is not None:
+        old.shutdown(old.settings.shutdown_timeout)
+    return runtime
+
+
+def _install(runtime: Runtime) -> None:
+    global _runtime, _hooks_installed
+    _runtime = runtime
+    if not _hooks_installed:
+        _hooks_installed = True
+        atexit.register(_at_exit)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _at_exit() -> None:
+    runtime = _runtime
+    if runtime is not None and not runtime.closed:
+        runtime.shutdown(None)
+
+
+def _after_fork_in_child() -> None:
+    """The child starts empty: the parent's queue and thread stay the parent's."""
+    global _runtime, _lock
+    _lock = threading.RLock()  # the parent's may have been held by another thread at fork time
+    if _runtime is not None:
+        _runtime = Runtime(_runtime.settings)
