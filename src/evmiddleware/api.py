@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast, overload
 
 from . import runtime as _rt
 from ._log import limited
-from .context import _current
+from .context import RequestContext, _current
 from .errors import EventError
 from .events import Event, make_event
 from .signals import event_tracked
@@ -44,12 +44,14 @@ def _emit(
     anonymous_id: object,
     timestamp: object,
     kind: str,
+    *,
+    request: bool = True,
 ) -> str | None:
     runtime = _rt.current()
     if runtime.disabled:
         return None
     try:
-        ctx = _current.get()
+        ctx = _current.get() if request else None
         context: Mapping[str, Any] = {}
         if ctx is not None:
             if user_id is None:
@@ -222,3 +224,13 @@ def stats() -> dict[str, Any]:
     """Counters per provider (enqueued, sent, retried, rejected, dropped and skipped by reason,
     queued) and events dropped before reaching any provider, by reason."""
     return _rt.current().stats()
+
+
+def record_request_event(ctx: RequestContext, name: str, properties: dict[str, Any]) -> None:
+    """The capture layer's automatic event: ids from ``ctx``, request facts as ``properties``.
+
+    ``properties`` must already be JSON-safe (str, int, float, bool, None); it takes the fast path.
+    Never raises (except in strict mode).
+    """
+    _emit(name, properties, ctx.user_id, ctx.anonymous_id, None, "track", request=False)
+

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextlib
 import dataclasses
 import logging
 import threading
