@@ -46,6 +46,7 @@ def _emit(
     kind: str,
     *,
     request: bool = True,
+    aliases: Mapping[str, str] | None = None,
 ) -> str | None:
     runtime = _rt.current()
     if runtime.disabled:
@@ -53,7 +54,10 @@ def _emit(
     try:
         ctx = _current.get() if request else None
         context: Mapping[str, Any] = {}
+        if aliases is None:
+            aliases = {}
         if ctx is not None:
+            aliases = ctx.aliases
             if user_id is None:
                 user_id = ctx.user_id
             if anonymous_id is None:
@@ -72,6 +76,7 @@ def _emit(
             timestamp=timestamp,
             context=context,
             kind=kind,
+            aliases=aliases,
             max_depth=settings.max_depth,
             max_bytes=settings.max_event_bytes,
             on_drop=_warn_dropped_property,
@@ -232,5 +237,4 @@ def record_request_event(ctx: RequestContext, name: str, properties: dict[str, A
     ``properties`` must already be JSON-safe (str, int, float, bool, None); it takes the fast path.
     Never raises (except in strict mode).
     """
-    _emit(name, properties, ctx.user_id, ctx.anonymous_id, None, "track", request=False)
-
+    _emit(name, properties, ctx.user_id, ctx.anonymous_id, None, "track", request=False, aliases=ctx.aliases)

@@ -21,10 +21,11 @@ class RequestContext:
 
     ``facts`` (route, path, method) are attached to every event tracked during the request as the
     event's ``context``. ``tracked`` turns false when the handler calls :func:`skip_request`.
-    ``user_id_changed`` tells the capture layer that :func:`evmiddleware.identify` ran.
+    ``identified`` tells the capture layer that :func:`evmiddleware.identify` ran. ``aliases`` holds
+    ids other systems gave this visitor (``klaviyo_exchange_id`` from Klaviyo's ``__kla_id`` cookie).
     """
 
-    __slots__ = ("anonymous_id", "facts", "identified", "tracked", "user_id")
+    __slots__ = ("aliases", "anonymous_id", "facts", "identified", "tracked", "user_id")
 
     def __init__(
         self, anonymous_id: str | None, user_id: str | None = None, facts: dict[str, Any] | None = None
@@ -34,6 +35,7 @@ class RequestContext:
         self.facts: dict[str, Any] = facts if facts is not None else {}
         self.tracked = True
         self.identified = False
+        self.aliases: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return (

@@ -25,7 +25,9 @@ class Event(NamedTuple):
     ``id`` is a uuid4 string; providers that deduplicate (FloKit, Flywheel, Klaviyo) receive it as
     their idempotency or unique id, so a retried batch is never counted twice. ``timestamp`` is always
     timezone-aware UTC. ``kind`` is ``"track"`` or ``"identify"``. ``context`` holds request facts
-    (route, path, method) for events tracked inside a request.
+    (route, path, method) for events tracked inside a request. ``aliases`` holds other systems' ids
+    for the same visitor, read from their browser cookies (``{"klaviyo_exchange_id": "..."}``, sent
+    to Klaviyo as ``_kx``).
     """
 
     id: str
@@ -36,6 +38,7 @@ class Event(NamedTuple):
     properties: dict[str, JSONValue]
     context: Mapping[str, JSONValue]
     kind: str = "track"
+    aliases: Mapping[str, str] = _EMPTY
 
     def as_dict(self) -> dict[str, JSONValue]:
         """The provider-neutral JSON form, as the local sinks write it."""
@@ -118,6 +121,7 @@ def make_event(
     timestamp: object = None,
     context: Mapping[str, JSONValue] = _EMPTY,
     kind: str = "track",
+    aliases: Mapping[str, str] = _EMPTY,
     max_depth: int,
     max_bytes: int,
     on_drop: DropCallback,
@@ -132,4 +136,5 @@ def make_event(
         normalize_properties(properties, max_depth=max_depth, max_bytes=max_bytes, on_drop=on_drop),
         context,
         kind,
+        aliases,
     )
