@@ -44,6 +44,8 @@ _CORE: dict[str, Callable[[Any], Any]] = {
     "max_depth": positive_int,
     "shutdown_timeout": positive_float,
     "retry_deadline": positive_float,
+    "retry_base_delay": positive_float,
+    "retry_max_delay": positive_float,
     "request_timeout": positive_float,
 }
 
@@ -66,6 +68,8 @@ class Settings:
     max_depth: int = 10
     shutdown_timeout: float = 5.0
     retry_deadline: float = 300.0
+    retry_base_delay: float = 0.5
+    retry_max_delay: float = 30.0
     request_timeout: float = 10.0
 
 

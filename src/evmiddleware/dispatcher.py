@@ -46,8 +46,10 @@ class Dispatcher:
         *,
         request_timeout: float,
         retry_deadline: float,
+        backoff: tuple[float, float] = (0.5, 30.0),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._backoff_base, self._backoff_cap = backoff
         self.lanes = list(lanes)
         self._request_timeout = request_timeout
         self._retry_deadline = retry_deadline
@@ -256,7 +258,7 @@ class Dispatcher:
                     lane.limiter.pause_until(now + result.retry_after)
                     delay = result.retry_after
                 else:
-                    delay = backoff_delay(attempt)
+                    delay = backoff_delay(attempt, base=self._backoff_base, cap=self._backoff_cap)
                 if now + delay - started > self._retry_deadline:
                     lane.finish_failed(batch, "retry_deadline")
                     return

@@ -40,7 +40,10 @@ class Runtime:
             Lane(p, q, settings.flush_interval) for p, q in zip(settings.providers, self.queues, strict=True)
         ]
         self.dispatcher = Dispatcher(
-            self.lanes, request_timeout=settings.request_timeout, retry_deadline=settings.retry_deadline
+            self.lanes,
+            request_timeout=settings.request_timeout,
+            retry_deadline=settings.retry_deadline,
+            backoff=(settings.retry_base_delay, settings.retry_max_delay),
         )
         # A batch's worth waiting wakes the dispatcher early; below that it looks every tick.
         self._nudge_at = max(64, min(lane.limits.max_events for lane in self.lanes)) if self.lanes else 0

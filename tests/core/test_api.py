@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import evmiddleware
+from evmiddleware import signals
+from evmiddleware.context import request_context
+from evmiddleware.providers.sinks import MemorySink
+
+
+def delivered(sink: MemorySink):
+    assert evmiddleware.flush(5)
+    return sink.events
+
+
+def test_track_outside_a_request_uses_the_ids_given(memory_sink):
+    event_id = evmiddleware.track("signup", {"plan": "pro"}, user_id="u1")
+    [event] = delivered(memory_sink)
+    assert event.id == event_id
+    assert (event.name, event.user_id, event.properties) == ("signup", "u1", {"plan": "pro"})
+
+
+def test_track_inside_a_request_takes_ids_and_route_from_the_context(memory_sink):
+    with request_context(anonymous_id="anon-1", user_id=None, route="/items/{item_id}"):
+        evmiddleware.track("viewed")
+    [event] = delivered(memory_sink)
+    assert event.anonymous_id == "anon-1"
+    assert event.context == {"route": "/items/{item_id}"}
+
+
+def test_track_without_any_id_is_a_counted_drop_with_a_warning(memory_sink, caplog_evm):
+    assert evmiddleware.track("orphan") is None
+    assert evmiddleware.stats()["dropped"] == {"no_identity": 1}
+    assert "no_identity" in caplog_evm.text
+    assert delivered(memory_sink) == []
+
+
+def test_invalid_event_never_raises_into_the_caller(memory_sink):
+    assert evmiddleware.track("", user_id="u") is None
+    assert evmiddleware.track("x", {"deep": {"a": {"b": {"c": 1}}}}, user_id="u") is not None
+    assert evmiddleware.stats()["dropped"] == {"invalid_name": 1}
+
+
+def test_strict_mode_raises_event_errors():
+    evmiddleware.configure(providers=[MemorySink()], strict=True)
+    with pytest.raises(evmiddleware.EventError):
+        evmiddleware.track("", user_id="u")
+
+
+def test_identify_sets_the_user_for_the_rest_of_the_request(memory_sink):
+    with request_context(anonymous_id="anon-1") as ctx:
+        evmiddleware.identify("u7", email="a@example.com")
+        evmiddleware.track("after_login")
+    assert ctx.user_id == "u7" and ctx.identified
+    identify, after = delivered(memory_sink)
+    assert (identify.kind, identify.user_id, identify.anonymous_id) == ("identify", "u7", "anon-1")
+    assert identify.properties == {"email": "a@example.com"}
+    assert (after.user_id, after.anonymous_id) == ("u7", "anon-1")
+
+
+def test_context_follows_into_thread_pools_that_copy_it(memory_sink):
+    import contextvars
+
+    with request_context(anonymous_id="anon-2"), ThreadPoolExecutor(1) as pool:
+        ctx = contextvars.copy_context()
+        pool.submit(ctx.run, evmiddleware.track, "in_thread").result()
+    [event] = delivered(memory_sink)
+    assert event.anonymous_id == "anon-2"
+
+
+def test_tracked_decorator_records_duration_and_success(memory_sink):
+    @evmiddleware.tracked("checkout_completed", flow="web")
+    def checkout(total):
+        return total * 2
+
+    with request_context(anonymous_id="a"):
+        assert checkout(2) == 4
+    [event] = delivered(memory_sink)
+    assert event.name == "checkout_completed"
+    assert event.properties["flow"] == "web"
+    assert event.properties["raised"] is False
+    assert event.properties["duration_ms"] >= 0
+
+
+def test_tracked_decorator_keeps_the_exception_and_records_it(memory_sink):
+    @evmiddleware.tracked
+    def boom():
+        raise KeyError("x")
+
+    with request_context(anonymous_id="a"), pytest.raises(KeyError):
+        boom()
+    [event] = delivered(memory_sink)
+    assert event.name.endswith("boom")
+    assert event.properties["raised"] is True
+    assert event.properties["error_type"] == "KeyError"
+
+
+def test_tracked_decorator_on_async_functions_and_methods(memory_sink):
+    class Shop:
+        @evmiddleware.tracked("paid")
+        async def pay(self, amount):
+            await asyncio.sleep(0)
+            return amount
+
+    async def main():
+        with request_context(anonymous_id="a"):
+            return await Shop().pay(3)
+
+    assert asyncio.run(main()) == 3
+    [event] = delivered(memory_sink)
+    assert event.name == "paid"
+    assert asyncio.iscoroutinefunction(Shop.pay)
+
+
+def test_disabled_makes_every_call_a_no_op(monkeypatch):
+    monkeypatch.setenv("EVMIDDLEWARE_DISABLED", "1")
+    assert evmiddleware.track("x", user_id="u") is None
+    assert evmiddleware.flush(1)
+    assert evmiddleware.stats()["disabled"] is True
+
+
+def test_event_tracked_receiver_can_veto_and_change_events(memory_sink):
+    def receiver(sender, event):
+        if event.name == "secret":
+            return False
+        return event._replace(properties={**event.properties, "tag": 1})
+
+    with signals.event_tracked.connected_to(receiver):
+        evmiddleware.track("secret", user_id="u")
+        evmiddleware.track("public", user_id="u")
+    [event] = delivered(memory_sink)
+    assert event.name == "public" and event.properties == {"tag": 1}
+    assert evmiddleware.stats()["dropped"] == {"vetoed": 1}
+
+
+def test_stats_count_per_provider(memory_sink):
+    for i in range(3):
+        evmiddleware.track("e", {"i": i}, user_id="u")
+    delivered(memory_sink)
+    counters = evmiddleware.stats()["providers"]["memory"]
+    assert counters["enqueued"] == 3
+    assert counters["sent"] == 3
+    assert counters["queued"] == 0
+
+
+def test_configure_again_replaces_the_configuration():
+    first, second = MemorySink(), MemorySink()
+    evmiddleware.configure(providers=[first])
+    evmiddleware.track("one", user_id="u")
+    evmiddleware.configure(providers=[second])
+    evmiddleware.track("two", user_id="u")
+    assert evmiddleware.flush(5)
+    assert [e.name for e in first.events] == ["one"]  # flushed when replaced
+    assert [e.name for e in second.events] == ["two"]
+
+
+def test_configure_with_a_bad_setting_fails_loudly_and_keeps_the_old_pipeline(memory_sink):
+    with pytest.raises(evmiddleware.ConfigurationError, match="unknown setting"):
+        evmiddleware.configure(flush_intervl=1)
+    with pytest.raises(evmiddleware.ConfigurationError, match="flush_interval"):
+        evmiddleware.configure(flush_interval="soon")
+    evmiddleware.track("still", user_id="u")
+    assert [e.name for e in delivered(memory_sink)] == ["still"]
+
+
+def test_no_provider_falls_back_to_the_log_sink(caplog):
+    caplog.set_level(logging.INFO, logger="evmiddleware.events")
+    evmiddleware.track("logged", user_id="u")
+    assert evmiddleware.flush(5)
+    assert '"name":"logged"' in caplog.text
+
+
+def test_jsonl_sink_writes_one_line_per_event(tmp_path, monkeypatch):
+    path = tmp_path / "events.jsonl"
+    monkeypatch.setenv("EVMIDDLEWARE_LOCAL_SINK", f"jsonl:{path}")
+    evmiddleware.track("a", user_id="u")
+    evmiddleware.track("b", user_id="u")
+    assert evmiddleware.flush(5)
+    import json
+
+    assert [json.loads(line)["name"] for line in path.read_text().splitlines()] == ["a", "b"]
+
+
+def test_local_sink_off_drops_nothing_silently(monkeypatch):
+    monkeypatch.setenv("EVMIDDLEWARE_LOCAL_SINK", "off")
+    assert evmiddleware.track("x", user_id="u") is None
+    assert evmiddleware.stats()["disabled"] is True
+
+
+def test_shutdown_delivers_queued_events_and_later_events_are_counted():
+    sink = MemorySink()
+    evmiddleware.configure(providers=[sink], flush_interval=60)
+    evmiddleware.track("queued", user_id="u")
+    evmiddleware.shutdown(5)
+    assert [e.name for e in sink.events] == ["queued"]
+    evmiddleware.track("late", user_id="u")
+    assert evmiddleware.stats()["dropped"] == {"shut_down": 1}

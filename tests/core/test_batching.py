@@ -1,0 +1,117 @@
+"""Batches exactly at and one past each limit, built by the lane from a provider's Limits."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import httpx
+
+from evmiddleware.buffer import ProviderQueue
+from evmiddleware.events import Event, make_event
+from evmiddleware.lane import Lane
+from evmiddleware.providers.base import OK, Batch, Limits, Provider, SendResult, SkipEvent
+
+
+class Fixed(Provider):
+    """Each event encodes to exactly ``size`` bytes; grouped by user id when ``grouped``."""
+
+    name: ClassVar[str] = "fixed"
+
+    def __init__(self, limits: Limits, size: int = 10) -> None:
+        self.limits = limits
+        self.size = size
+
+    def encode(self, event: Event) -> bytes:
+        if event.name == "skip":
+            raise SkipEvent("not_for_me")
+        return b"x" * int(event.properties.get("size", self.size))
+
+    async def send(self, batch: Batch, client: httpx.AsyncClient) -> SendResult:
+        return OK
+
+
+class Grouped(Fixed):
+    def group_key(self, event: Event) -> str | None:
+        return event.user_id
+
+
+def ev(name="e", user="u", **props):
+    return make_event(
+        name,
+        props,
+        user_id=user,
+        anonymous_id=None,
+        max_depth=10,
+        max_bytes=10_000,
+        on_drop=lambda k, w: None,
+    )
+
+
+def lane_with(provider: Provider, events: list[Event], interval: float = 1.0) -> Lane:
+    queue = ProviderQueue(provider.name, 100_000)
+    for event in events:
+        queue.offer(event)
+    lane = Lane(provider, queue, interval)
+    lane.pull(0.0)
+    return lane
+
+
+def batches(lane: Lane, now: float = 0.0, force: bool = True) -> list[int]:
+    sizes = []
+    while (key := lane.ready(now, force)) is not False:
+        sizes.append(len(lane.take_batch(key, now).items))
+        lane.pull(now)
+    return sizes
+
+
+def test_count_limit_exactly_and_one_past():
+    limits = Limits(max_events=50, max_bytes=10**6)
+    assert batches(lane_with(Fixed(limits), [ev() for _ in range(50)])) == [50]
+    assert batches(lane_with(Fixed(limits), [ev() for _ in range(51)])) == [50, 1]
+
+
+def test_byte_limit_exactly_and_one_past():
+    # 5 events of 10 bytes + 1 separator each = 55 bytes of room for the events.
+    limits = Limits(max_events=1000, max_bytes=55 + 64, envelope_bytes=64)
+    assert batches(lane_with(Fixed(limits), [ev() for _ in range(5)])) == [5]
+    assert batches(lane_with(Fixed(limits), [ev() for _ in range(6)])) == [5, 1]
+
+
+def test_a_full_batch_is_ready_before_the_flush_interval():
+    lane = lane_with(Fixed(Limits(max_events=3, max_bytes=10**6)), [ev() for _ in range(3)])
+    assert lane.ready(0.0, force=False) is None  # the (single) group key
+    lane2 = lane_with(Fixed(Limits(max_events=3, max_bytes=10**6)), [ev() for _ in range(2)])
+    assert lane2.ready(0.5, force=False) is False
+    assert lane2.ready(1.0, force=False) is None
+    assert lane2.next_due(0.25) == 0.75
+
+
+def test_a_single_event_over_the_byte_limit_is_dropped_as_too_large():
+    lane = lane_with(Fixed(Limits(max_events=10, max_bytes=100, envelope_bytes=10)), [ev(size=91), ev()])
+    assert lane.dropped == {"too_large": 1}
+    assert batches(lane) == [1]
+
+
+def test_skipped_events_are_counted_by_reason_not_as_failures():
+    lane = lane_with(Fixed(Limits(max_events=10, max_bytes=1000)), [ev("skip"), ev()])
+    assert lane.skipped == {"not_for_me": 1}
+    assert lane.failures() == 0
+    assert batches(lane) == [1]
+
+
+def test_grouped_batches_hold_one_group_each_oldest_first():
+    events = [ev(user="a"), ev(user="b"), ev(user="a"), ev(user="c"), ev(user="a")]
+    lane = lane_with(Grouped(Limits(max_events=1000, max_bytes=10**6)), events)
+    keys = []
+    while (key := lane.ready(0.0, True)) is not False:
+        batch = lane.take_batch(key, 0.0)
+        keys.append((batch.group, len(batch.items)))
+    assert keys == [("a", 3), ("b", 1), ("c", 1)]
+
+
+def test_every_batch_has_its_own_idempotency_key():
+    lane = lane_with(Fixed(Limits(max_events=1, max_bytes=1000)), [ev(), ev()])
+    first = lane.take_batch(lane.ready(0, True), 0)  # type: ignore[arg-type]
+    lane.pull(0)
+    second = lane.take_batch(lane.ready(0, True), 0)  # type: ignore[arg-type]
+    assert first.key != second.key

@@ -1,0 +1,151 @@
+"""Delivery through the real dispatcher to a real HTTP server on 127.0.0.1 (no mocks)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import evmiddleware
+from evmiddleware.providers.sinks import MemorySink
+from tests.httpserver import Answer, RecordingServer
+
+
+def configure_flokit(url: str, **settings):
+    settings.setdefault("flush_interval", 0.05)
+    settings.setdefault("retry_base_delay", 0.05)
+    settings.setdefault("retry_max_delay", 0.2)
+    evmiddleware.configure(flokit_api_key="test-key", flokit_url=url, **settings)
+
+
+def test_ten_thousand_events_are_delivered_exactly_once_in_batches_of_at_most_1000():
+    with RecordingServer() as server:
+        configure_flokit(server.url)
+        ids = [evmiddleware.track("e", {"i": i}, user_id=f"u{i % 10}") for i in range(10_000)]
+        assert evmiddleware.flush(30)
+        received = server.events()
+        assert len(received) == 10_000
+        assert sorted(e["properties"]["i"] for e in received) == list(range(10_000))
+        assert all(len(r.json()["events"]) <= 1000 for r in server.received)
+        assert all(r.headers["Authorization"] == "Bearer test-key" for r in server.received)
+        assert None not in ids
+        counters = evmiddleware.stats()["providers"]["flokit"]
+        assert (counters["sent"], counters["queued"], counters["dropped"]) == (10_000, 0, {})
+
+
+def test_a_500_then_200_loses_nothing_and_keeps_the_idempotency_key():
+    calls = []
+
+    def script(server, received):
+        calls.append(received)
+        return Answer(500, b"oops") if len(calls) == 1 else Answer()
+
+    with RecordingServer(script) as server:
+        configure_flokit(server.url)
+        for i in range(5):
+            evmiddleware.track("e", {"i": i}, user_id="u")
+        assert evmiddleware.flush(10)
+    assert len(calls) == 2
+    assert calls[0].body == calls[1].body
+    assert calls[0].headers["Idempotency-Key"] == calls[1].headers["Idempotency-Key"]
+    counters = evmiddleware.stats()["providers"]["flokit"]
+    assert (counters["sent"], counters["retried"]) == (5, 1)
+
+
+def test_429_with_retry_after_delays_the_next_attempt_at_least_that_long():
+    def script(server, received):
+        if len(server.received) == 1:
+            return Answer(429, b'{"error":"rate_limited"}', {"Retry-After": "2"})
+        return Answer()
+
+    with RecordingServer(script) as server:
+        configure_flokit(server.url)
+        evmiddleware.track("e", user_id="u")
+        assert evmiddleware.flush(10)
+        first, second = server.received
+    assert second.at - first.at >= 2.0
+    assert evmiddleware.stats()["providers"]["flokit"]["rate_limited"] == 1
+
+
+def test_a_partial_rejection_reports_only_the_refused_events_and_resends_nothing():
+    answer = b'{"status":"ok","accepted":2,"rejected":1,"errors":[{"index":1,"reason":"bad timestamp"}]}'
+    dropped = []
+    with RecordingServer(lambda s, r: Answer(200, answer)) as server:
+        configure_flokit(server.url)
+        with evmiddleware.signals.event_dropped.connected_to(
+            lambda sender, event, provider, reason: dropped.append((event.properties["i"], reason))
+        ):
+            for i in range(3):
+                evmiddleware.track("e", {"i": i}, user_id="u")
+            assert not evmiddleware.flush(10)  # not everything was delivered
+        assert len(server.received) == 1
+    counters = evmiddleware.stats()["providers"]["flokit"]
+    assert (counters["sent"], counters["rejected"]) == (2, 1)
+    assert dropped == [(1, "rejected: bad timestamp")]
+
+
+def test_a_400_is_rejected_without_retry_and_the_key_never_shows(caplog_evm):
+    body = b'{"error":"invalid","message":"bad key test-key"}'
+    with RecordingServer(lambda s, r: Answer(400, body)) as server:
+        configure_flokit(server.url)
+        evmiddleware.track("e", user_id="u")
+        assert not evmiddleware.flush(10)
+        assert len(server.received) == 1
+    assert evmiddleware.stats()["providers"]["flokit"]["rejected_reasons"] == {"http_400": 1}
+    assert "test-key" not in caplog_evm.text
+    assert "[redacted]" in caplog_evm.text
+
+
+def test_a_server_down_for_a_while_gets_every_event_that_fitted_in_the_queue():
+    with RecordingServer() as probe:
+        port = probe.port  # a free port, closed again: connections are refused until restart
+    configure_flokit(f"http://127.0.0.1:{port}", max_queue=100)
+    for i in range(150):
+        evmiddleware.track("e", {"i": i}, user_id="u")
+    deadline = time.monotonic() + 5
+    while evmiddleware.stats()["providers"]["flokit"]["retried"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with RecordingServer(port=port) as server:
+        assert evmiddleware.flush(20)  # every event queued was delivered (50 were refused earlier)
+        received = server.events()
+    assert sorted(e["properties"]["i"] for e in received) == list(range(100))
+    counters = evmiddleware.stats()["providers"]["flokit"]
+    assert counters["dropped"] == {"queue_full": 50}
+    assert counters["sent"] == 100
+
+
+def test_a_slow_provider_does_not_delay_a_fast_one():
+    release = threading.Event()
+    fast = MemorySink()
+    with RecordingServer(lambda s, r: Answer(hold=release)) as server:
+        from evmiddleware.providers.flokit import FloKit
+
+        slow = FloKit("test-key", base_url=server.url)
+        evmiddleware.configure(providers=[slow, fast], flush_interval=0.05)
+        evmiddleware.track("e", user_id="u")
+        deadline = time.monotonic() + 5
+        while not fast.events and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(fast.events) == 1
+        assert not release.is_set() and len(server.received) == 1  # the slow one is still held
+        release.set()
+        assert evmiddleware.flush(10)
+
+
+def test_events_still_queued_at_shutdown_are_sent():
+    with RecordingServer() as server:
+        configure_flokit(server.url, flush_interval=60)
+        for i in range(10):
+            evmiddleware.track("e", {"i": i}, user_id="u")
+        evmiddleware.shutdown(5)
+        assert len(server.events()) == 10
+
+
+def test_shutdown_past_its_timeout_counts_what_it_could_not_send():
+    release = threading.Event()
+    with RecordingServer(lambda s, r: Answer(hold=release)) as server:
+        configure_flokit(server.url)
+        for _ in range(3):
+            evmiddleware.track("e", user_id="u")
+        evmiddleware.shutdown(0.5)
+        release.set()
+    assert evmiddleware.stats()["providers"]["flokit"]["dropped"] == {"shutdown": 3}

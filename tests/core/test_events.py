@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+
+from evmiddleware.errors import EventError
+from evmiddleware.events import make_event, new_event_id
+
+
+def build(name="signup", **kwargs):
+    kwargs.setdefault("user_id", "u1")
+    kwargs.setdefault("anonymous_id", None)
+    return make_event(
+        name,
+        kwargs.pop("properties", None),
+        max_depth=10,
+        max_bytes=32768,
+        on_drop=lambda k, w: None,
+        **kwargs,
+    )
+
+
+def test_ids_are_unique_uuid4_strings():
+    ids = {new_event_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    assert all(uuid.UUID(i).version == 4 for i in list(ids)[:100])
+
+
+def test_event_is_immutable_and_replaceable():
+    event = build()
+    with pytest.raises(AttributeError):
+        event.name = "x"  # type: ignore[misc]
+    assert event._replace(name="other").name == "other"
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 256, None, 42])
+def test_bad_names_are_refused(name):
+    with pytest.raises(EventError) as info:
+        build(name)
+    assert info.value.reason == "invalid_name"
+
+
+def test_name_is_stripped_and_255_characters_pass():
+    assert build("  signup ").name == "signup"
+    assert build("x" * 255).name == "x" * 255
+
+
+def test_naive_timestamp_is_taken_as_utc():
+    event = build(timestamp=dt.datetime(2024, 1, 2, 3, 4, 5))
+    assert event.timestamp == dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+
+
+def test_aware_timestamp_is_converted_to_utc():
+    plus2 = dt.timezone(dt.timedelta(hours=2))
+    event = build(timestamp=dt.datetime(2024, 1, 2, 5, 0, tzinfo=plus2))
+    assert event.timestamp == dt.datetime(2024, 1, 2, 3, 0, tzinfo=dt.timezone.utc)
+    assert event.timestamp.tzinfo == dt.timezone.utc
+
+
+def test_iso_string_and_epoch_timestamps_are_accepted():
+    assert build(timestamp="2024-03-15T14:22:00Z").timestamp.hour == 14
+    assert build(timestamp=0).timestamp.year == 1970
+
+
+def test_default_timestamp_is_now_utc():
+    before = dt.datetime.now(dt.timezone.utc)
+    event = build()
+    assert before <= event.timestamp <= dt.datetime.now(dt.timezone.utc)
+
+
+def test_bad_timestamp_is_refused():
+    with pytest.raises(EventError) as info:
+        build(timestamp="yesterday")
+    assert info.value.reason == "invalid_timestamp"
+
+
+def test_integer_user_id_becomes_string_and_long_ids_are_refused():
+    assert build(user_id=42).user_id == "42"
+    with pytest.raises(EventError):
+        build(user_id="u" * 256)

@@ -1,0 +1,43 @@
+"""A real os.fork(): the child starts with an empty buffer; the parent's events are sent once."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+import evmiddleware
+from evmiddleware import runtime
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def test_child_gets_an_empty_buffer_and_parent_events_are_sent_once_by_the_parent(tmp_path):
+    path = tmp_path / "events.jsonl"
+    evmiddleware.configure(local_sink=f"jsonl:{path}", flush_interval=60)
+    evmiddleware.track("from_parent", user_id="p")  # queued, dispatcher thread started
+    parent_runtime = runtime.peek()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report what it sees, send its own event, exit without atexit noise
+        try:
+            child = runtime.current()
+            queued = sum(len(q.items) for q in child.queues)
+            fresh = child is not parent_runtime and not child.dispatcher.started
+            evmiddleware.track("from_child", user_id="c")
+            delivered = evmiddleware.flush(5)
+            os.write(write_end, json.dumps([queued, fresh, delivered]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    report = json.loads(os.read(read_end, 1000))
+    os.close(read_end)
+    assert status == 0
+    assert report == [0, True, True]
+    assert evmiddleware.flush(5)
+    names = [json.loads(line)["name"] for line in path.read_text().splitlines()]
+    assert sorted(names) == ["from_child", "from_parent"]
+    assert sys.platform != "win32"

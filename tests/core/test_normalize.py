@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import math
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from evmiddleware.errors import EventError
+from evmiddleware.normalize import normalize_properties
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: float
+
+
+def run(props, *, max_depth=10, max_bytes=32 * 1024):
+    drops: list[tuple[str, str]] = []
+    result = normalize_properties(
+        props, max_depth=max_depth, max_bytes=max_bytes, on_drop=lambda k, why: drops.append((k, why))
+    )
+    return result, drops
+
+
+def test_flat_json_values_are_copied_unchanged():
+    props = {"a": "x", "b": 1, "c": 1.5, "d": True, "e": None}
+    result, drops = run(props)
+    assert result == props
+    assert result is not props
+    assert drops == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (dt.datetime(2024, 3, 15, 14, 22, tzinfo=dt.timezone.utc), "2024-03-15T14:22:00+00:00"),
+        (dt.datetime(2024, 3, 15, 14, 22), "2024-03-15T14:22:00+00:00"),  # naive is UTC
+        (dt.date(2024, 3, 15), "2024-03-15"),
+        (Decimal("19.90"), 19.9),
+        (Decimal("20"), 20),
+        (uuid.UUID("12345678-1234-5678-1234-567812345678"), "12345678-1234-5678-1234-567812345678"),
+        (Color.RED, "red"),
+        ((1, 2), [1, 2]),
+        ({3, 1, 2}, [1, 2, 3]),
+        (frozenset({"b", "a"}), ["a", "b"]),
+        (Point(1, 2.5), {"x": 1, "y": 2.5}),
+    ],
+)
+def test_known_types_become_json(value, expected):
+    result, drops = run({"v": value})
+    assert result == {"v": expected}
+    assert drops == []
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, Decimal("NaN"), b"bytes", object(), 1j])
+def test_unsafe_values_are_dropped_key_by_key(value):
+    result, drops = run({"bad": value, "good": 1})
+    assert result == {"good": 1}
+    assert [key for key, _ in drops] == ["bad"]
+
+
+def test_nested_drop_names_the_dotted_key():
+    result, drops = run({"outer": {"inner": [1, math.nan]}})
+    assert result == {"outer": {"inner": [1]}}
+    assert drops[0][0] == "outer.inner[1]"
+
+
+def test_cyclic_structure_is_cut_not_recursed():
+    cyclic: dict = {"a": 1}
+    cyclic["self"] = cyclic
+    result, drops = run({"c": cyclic})
+    assert result == {"c": {"a": 1}}
+    assert drops == [("c.self", "cyclic reference")]
+
+
+def test_depth_over_limit_refuses_the_event():
+    deep: dict = {}
+    node = deep
+    for _ in range(12):
+        node["n"] = {}
+        node = node["n"]
+    with pytest.raises(EventError) as info:
+        run({"d": deep}, max_depth=5)
+    assert info.value.reason == "too_deep"
+
+
+def test_size_over_limit_refuses_the_event_and_exact_limit_passes():
+    ok = {"s": "x" * 100}
+    size = len('{"s":""}') + 100
+    assert run(ok, max_bytes=size)[0] == ok
+    with pytest.raises(EventError) as info:
+        run(ok, max_bytes=size - 1)
+    assert info.value.reason == "too_large"
+
+
+def test_non_ascii_size_is_counted_in_bytes():
+    with pytest.raises(EventError):
+        run({"s": "é" * 100}, max_bytes=150)
+
+
+def test_non_mapping_properties_are_refused():
+    with pytest.raises(EventError) as info:
+        run(["a"])  # type: ignore[arg-type]
+    assert info.value.reason == "invalid_properties"
+
+
+def test_non_string_keys_are_converted_or_dropped():
+    result, drops = run({1: "one", (1, 2): "tuple"})
+    assert result == {"1": "one"}
+    assert len(drops) == 1
