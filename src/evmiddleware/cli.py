@@ -1,0 +1,71 @@
+"""``evmiddleware demo | sandbox | check``: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from .errors import ConfigurationError
+
+__all__ = ["main"]
+
+
+def _check(_: argparse.Namespace) -> int:
+    from .config import load_settings
+
+    try:
+        settings = load_settings({})
+    except ConfigurationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if settings.disabled:
+        print("tracking is disabled (EVMIDDLEWARE_DISABLED)")
+    print("events would be sent to:")
+    for provider in settings.providers:
+        limits = provider.limits
+        rate = ", ".join(f"{n} per {w:g} s" for n, w in limits.rate) or "no published rate limit"
+        print(f"  {provider.describe()}  [≤ {limits.max_events} events/request, {rate}]")
+    if not settings.providers:
+        print("  nowhere (local_sink=off): events are dropped and counted")
+    print(
+        f"flush every {settings.flush_interval:g} s; at most {settings.max_queue} queued events per provider "
+        f"({settings.overflow}); spool: {settings.spool or 'off'}"
+    )
+    if settings.exclude_paths:
+        print(f"paths not tracked: {', '.join(settings.exclude_paths)}")
+    return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from .sandbox import serve
+
+    serve(args.port, host="127.0.0.1")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(visitors=args.visitors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="evmiddleware", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run the whole pipeline against a built-in sandbox of the five APIs")
+    demo.add_argument("--visitors", type=int, default=40, help="simulated visitors (default 40)")
+    demo.set_defaults(run=_demo)
+    sandbox = commands.add_parser("sandbox", help="serve the five providers' sandbox on 127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8765)
+    sandbox.set_defaults(run=_sandbox)
+    check = commands.add_parser("check", help="validate the configuration and say what would be sent where")
+    check.set_defaults(run=_check)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
