@@ -13,7 +13,7 @@ from typing import Any, TypeVar, cast, overload
 from . import runtime as _rt
 from ._log import limited
 from .context import RequestContext, _current
-from .errors import EventError
+from .errors import ConfigurationError, EventError
 from .events import Event, make_event
 from .signals import event_tracked
 
@@ -48,7 +48,14 @@ def _emit(
     request: bool = True,
     aliases: Mapping[str, str] | None = None,
 ) -> str | None:
-    runtime = _rt.current()
+    try:
+        runtime = _rt.current()
+    except ConfigurationError as exc:
+        # Only reachable without configure() or a middleware, which raise at start-up instead.
+        limited.log(
+            logging.ERROR, "config", "evmiddleware: not tracking, the configuration is invalid: %s", exc
+        )
+        return None
     if runtime.disabled:
         return None
     try:

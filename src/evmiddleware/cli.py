@@ -51,10 +51,41 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(visitors=args.visitors)
 
 
+def _spool(args: argparse.Namespace) -> int:
+    from . import api, spool
+
+    try:
+        if args.action == "inspect":
+            summary = spool.summarize(args.path)
+            if not summary:
+                print(f"{args.path}: empty")
+            for provider, row in sorted(summary.items()):
+                print(
+                    f"{provider:<10} {row['events']:>8} events  {row['leased']:>8} leased by a live process"
+                    f"  oldest {row['oldest_seconds']:g} s"
+                )
+        elif args.action == "purge":
+            print(f"deleted {spool.purge(args.path, args.provider)} spooled events")
+        else:  # retry: send them now with the configured providers
+            freed = spool.release_all(args.path)
+            api.configure(spool=args.path)
+            delivered = api.flush(args.timeout)
+            api.shutdown(args.timeout)
+            left = sum(row["events"] for row in spool.summarize(args.path).values())
+            print(f"{freed} spooled events retried; {left} still in the spool")
+            return 0 if delivered and not left else 1
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evmiddleware", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="run the whole pipeline against a built-in sandbox of the five APIs")
+    demo = commands.add_parser(
+        "demo", help="run the whole pipeline against a built-in sandbox of the five APIs"
+    )
     demo.add_argument("--visitors", type=int, default=40, help="simulated visitors (default 40)")
     demo.set_defaults(run=_demo)
     sandbox = commands.add_parser("sandbox", help="serve the five providers' sandbox on 127.0.0.1")
@@ -62,6 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sandbox.set_defaults(run=_sandbox)
     check = commands.add_parser("check", help="validate the configuration and say what would be sent where")
     check.set_defaults(run=_check)
+    spool = commands.add_parser("spool", help="inspect, retry or purge a durable spool file")
+    spool.add_argument("action", choices=["inspect", "retry", "purge"])
+    spool.add_argument("path")
+    spool.add_argument("--provider", help="purge: only this provider's events")
+    spool.add_argument("--timeout", type=float, default=30.0, help="retry: seconds to deliver")
+    spool.set_defaults(run=_spool)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return int(args.run(args))

@@ -22,6 +22,7 @@ from ._log import limited, logger
 from .lane import Lane
 from .providers.base import Batch, SendResult
 from .ratelimit import backoff_delay
+from .spool import Spool
 
 __all__ = ["Dispatcher"]
 
@@ -47,8 +48,13 @@ class Dispatcher:
         request_timeout: float,
         retry_deadline: float,
         backoff: tuple[float, float] = (0.5, 30.0),
+        spool_path: str | None = None,
+        spool_interval: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._spool_path = spool_path
+        # Lanes look at their queue at least this often, so queued events reach the spool in time.
+        self._tick = min(TICK, spool_interval)
         self._backoff_base, self._backoff_cap = backoff
         self.lanes = list(lanes)
         self._request_timeout = request_timeout
@@ -64,6 +70,7 @@ class Dispatcher:
         self._wakes: dict[str, asyncio.Event] = {}
         self._deliveries: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
+        self._spool: Spool | None = None
 
     # -- any thread ----------------------------------------------------------------------------
     @property
@@ -123,6 +130,16 @@ class Dispatcher:
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self._spool_path is not None:
+            try:
+                self._spool = Spool(self._spool_path)
+            except Exception as exc:  # checked at start-up; a file that vanished since is not fatal
+                logger.error(
+                    "evmiddleware: cannot open the spool %s (%s); memory only", self._spool_path, exc
+                )
+            for lane in self.lanes:
+                lane.spool = self._spool
+                lane.reclaim()
         self._wakes = {lane.name: asyncio.Event() for lane in self.lanes}
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
         async with httpx.AsyncClient(
@@ -132,6 +149,8 @@ class Dispatcher:
             self._ready.set()
             tasks = [asyncio.create_task(self._lane_loop(lane)) for lane in self.lanes]
             await self._until_stopped(tasks)
+        if self._spool is not None:
+            self._spool.close()
         for lane in self.lanes:
             try:
                 await lane.provider.aclose()
@@ -139,14 +158,22 @@ class Dispatcher:
                 logger.exception("evmiddleware: closing %s failed", lane.name)
 
     async def _until_stopped(self, tasks: list[asyncio.Task[None]]) -> None:
+        last_maintenance = self._clock()
         while not self._stopping:
             await asyncio.sleep(TICK)
+            if self._spool is not None and self._clock() - last_maintenance >= 1.0:
+                # Keep our leases alive and adopt rows whose owner died.
+                last_maintenance = self._clock()
+                self._spool.renew()
+                for lane in self.lanes:
+                    lane.reclaim()
+                self._wake_all()
         remaining = max(0.0, self._stop_deadline - self._clock())
         _, pending = await asyncio.wait(tasks, timeout=remaining)
         for task in [*pending, *self._deliveries]:
             task.cancel()
         await asyncio.gather(*pending, *self._deliveries, return_exceptions=True)
-        given_up = sum(lane.drop_everything("shutdown") for lane in self.lanes)
+        given_up = sum(lane.stop_everything() for lane in self.lanes)
         if given_up:
             logger.error(
                 "evmiddleware: stopped with %d event(s) not delivered (counted as 'shutdown')", given_up
@@ -207,7 +234,7 @@ class Dispatcher:
                     if self._stopping and lane.idle():
                         return
                     due = lane.next_due(now)
-                    await self._wait(lane, TICK if due is None else min(due, TICK))
+                    await self._wait(lane, self._tick if due is None else min(due, self._tick))
                     continue
                 if lane.in_flight >= lane.limits.max_in_flight:
                     await self._wait(lane, TICK)

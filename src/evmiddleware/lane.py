@@ -15,6 +15,7 @@ from .events import Event, new_event_id
 from .providers.base import Batch, Encoded, Provider, SkipEvent
 from .ratelimit import SlidingWindowLimiter
 from .signals import batch_failed, batch_sent, event_dropped
+from .spool import Spool
 
 __all__ = ["Lane"]
 
@@ -41,6 +42,10 @@ class Lane:
         self.flush_interval = flush_interval
         self.limiter = SlidingWindowLimiter(self.limits.rate)
         self._grouped = type(provider).group_key is not Provider.group_key
+        #: Set by the dispatcher thread when a spool is configured.
+        self.spool: Spool | None = None
+        #: Events taken from the queue (and spooled) or recovered from the spool, not yet encoded.
+        self.backlog: deque[tuple[int | None, Event]] = deque()
         self._groups: dict[str | None, _Group] = {}
         self.pending = 0
         self.in_flight = 0
@@ -56,6 +61,8 @@ class Lane:
         self.dropped: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()  # by design: this provider does not take the event
         self.rejected_reasons: Counter[str] = Counter()
+        self.recovered = 0  # events claimed from the spool (left by an earlier or a dead process)
+        self.left_in_spool = 0  # events kept in the spool at a graceful stop, for the next process
         self._auth_logged = False
 
     # -- filling -------------------------------------------------------------------------------
@@ -65,20 +72,26 @@ class Lane:
         Ungrouped providers take one batch's worth beyond what is open; grouped ones take all, so
         a request for one profile carries every event of that profile that is waiting.
         """
+        if self.spool is not None and self.queue.items:
+            self._spool_queued()
+        backlog = self.backlog
         take = self.queue.take
         encode = self.provider.encode
         group_key = self.provider.group_key if self._grouped else None
         limit = self.limits.max_events
         while self._grouped or self.pending < limit:
-            event = take()
-            if event is None:
-                return
+            if backlog:
+                spool_id, event = backlog.popleft()
+            else:
+                spool_id, event = None, take()  # type: ignore[assignment]
+                if event is None:
+                    return
             try:
                 data = encode(event)
                 key = group_key(event) if group_key else None
             except SkipEvent as skip:
                 self.skipped[skip.reason] += 1
-                self._finish(1)
+                self._finish(1, [spool_id])
                 continue
             except Exception:
                 limited.log(
@@ -88,17 +101,36 @@ class Lane:
                     self.name,
                     exc_info=True,
                 )
-                self.finish_dropped([event], "encode_error")
+                self.finish_dropped([event], "encode_error", [spool_id])
                 continue
             if len(data) > self._body_room:
-                self.finish_dropped([event], "too_large")
+                self.finish_dropped([event], "too_large", [spool_id])
                 continue
             group = self._groups.get(key)
             if group is None:
                 group = self._groups[key] = _Group(now)
-            group.items.append(Encoded(event, data))
+            group.items.append(Encoded(event, data, spool_id))
             group.bytes += len(data) + 1
             self.pending += 1
+
+    def _spool_queued(self) -> None:
+        """Everything the callers queued goes to the spool before it is worked on."""
+        assert self.spool is not None
+        events = []
+        while (event := self.queue.take()) is not None:
+            events.append(event)
+        self.backlog.extend(zip(self.spool.add(self.name, events), events, strict=True))
+
+    def reclaim(self) -> None:
+        """Take over spooled events no live process holds, as far as the queue bound allows."""
+        if self.spool is None:
+            return
+        room = self.queue.cap - len(self.queue.items) - self.queue.held
+        claimed = self.spool.claim(self.name, room)
+        if claimed:
+            self.queue.held += len(claimed)
+            self.recovered += len(claimed)
+            self.backlog.extend(claimed)
 
     def _full(self, group: _Group) -> bool:
         return len(group.items) >= self.limits.max_events or group.bytes >= self._body_room
@@ -138,12 +170,14 @@ class Lane:
         return Batch(items, key, new_event_id())
 
     def idle(self) -> bool:
-        return not self.queue.items and not self._groups and self.in_flight == 0
+        return not self.queue.items and not self.backlog and not self._groups and self.in_flight == 0
 
     # -- finishing -----------------------------------------------------------------------------
-    def _finish(self, count: int) -> None:
+    def _finish(self, count: int, spool_ids: list[int | None] | None = None) -> None:
         self.queue.held -= count
         self.done += count
+        if self.spool is not None and spool_ids:
+            self.spool.done(spool_ids)
 
     def finish_sent(self, batch: Batch, rejected: dict[int, str] | None = None) -> None:
         rejected = rejected or {}
@@ -151,7 +185,7 @@ class Lane:
         self.sent += delivered
         for index, reason in rejected.items():
             self._reject_one(batch.items[index].event, reason)
-        self._finish(len(batch.items))
+        self._finish(len(batch.items), [item.spool_id for item in batch.items])
         if batch_sent.receivers:
             batch_sent.send(None, provider=self.name, count=delivered, rejected=len(rejected))
 
@@ -171,7 +205,7 @@ class Lane:
             )
         for item in batch.items:
             self._reject_one(item.event, reason)
-        self._finish(len(batch.items))
+        self._finish(len(batch.items), [item.spool_id for item in batch.items])
         if batch_failed.receivers:
             batch_failed.send(None, provider=self.name, count=len(batch.items), reason=reason)
 
@@ -182,7 +216,13 @@ class Lane:
             event_dropped.send(None, event=event, provider=self.name, reason=f"rejected: {reason}")
 
     def finish_failed(self, batch: Batch, reason: str) -> None:
-        """Given up (retry deadline, shutdown): counted as dropped with ``reason``."""
+        """Given up (retry deadline, shutdown): counted as dropped with ``reason``.
+
+        At a stop with a working spool nothing is given up: the events stay for the next process.
+        """
+        if reason == "shutdown" and self.spool is not None and self.spool.working:
+            self._keep([(item.spool_id, item.event) for item in batch.items])
+            return
         limited.log(
             logging.ERROR,
             f"failed:{self.name}:{reason}",
@@ -191,27 +231,47 @@ class Lane:
             len(batch.items),
             reason,
         )
-        self.finish_dropped([item.event for item in batch.items], reason)
+        self.finish_dropped([item.event for item in batch.items], reason, [i.spool_id for i in batch.items])
         if batch_failed.receivers:
             batch_failed.send(None, provider=self.name, count=len(batch.items), reason=reason)
 
-    def finish_dropped(self, events: list[Event], reason: str) -> None:
+    def finish_dropped(
+        self, events: list[Event], reason: str, spool_ids: list[int | None] | None = None
+    ) -> None:
         self.dropped[reason] += len(events)
-        self._finish(len(events))
+        self._finish(len(events), spool_ids)
         if event_dropped.receivers:
             for event in events:
                 event_dropped.send(None, event=event, provider=self.name, reason=reason)
 
-    def drop_everything(self, reason: str) -> int:
-        """At a stop past its deadline: everything still open or queued is counted, not lost silently."""
-        events = [item.event for group in self._groups.values() for item in group.items]
+    def stop_everything(self) -> int:
+        """At a stop past its deadline: what is still open or queued is kept in the spool for the
+        next process, or else counted as dropped (``shutdown``) — never lost silently."""
+        entries = [(item.spool_id, item.event) for group in self._groups.values() for item in group.items]
         self._groups.clear()
         self.pending = 0
+        entries.extend(self.backlog)
+        self.backlog.clear()
         while (event := self.queue.take()) is not None:
-            events.append(event)
-        if events:
-            self.finish_dropped(events, reason)
-        return len(events)
+            entries.append((None, event))
+        if not entries:
+            return 0
+        if self.spool is not None and self.spool.working:
+            self._keep(entries)
+            return 0
+        self.finish_dropped([event for _, event in entries], "shutdown")
+        return len(entries)
+
+    def _keep(self, entries: list[tuple[int | None, Event]]) -> None:
+        """Leave events in the spool, unleased, for the next process to send."""
+        assert self.spool is not None
+        unspooled = [event for spool_id, event in entries if spool_id is None]
+        ids: list[int | None] = [spool_id for spool_id, _ in entries if spool_id is not None]
+        ids.extend(self.spool.add(self.name, unspooled))
+        self.spool.release(ids)
+        self.left_in_spool += len(entries)
+        self.queue.held -= len(entries)
+        self.done += len(entries)
 
     # -- reading -------------------------------------------------------------------------------
     def completed(self) -> int:
@@ -239,6 +299,8 @@ class Lane:
             "requests": self.requests,
             "rate_limited": self.throttled,
             "largest_batch": self.largest_batch,
+            "recovered": self.recovered,
+            "left_in_spool": self.left_in_spool,
         }
 
 

@@ -22,6 +22,7 @@ from .dispatcher import Dispatcher
 from .events import Event
 from .lane import Lane
 from .signals import event_dropped
+from .spool import check_spool
 
 __all__ = ["Runtime", "current", "replace", "peek"]
 
@@ -44,6 +45,8 @@ class Runtime:
             request_timeout=settings.request_timeout,
             retry_deadline=settings.retry_deadline,
             backoff=(settings.retry_base_delay, settings.retry_max_delay),
+            spool_path=settings.spool,
+            spool_interval=settings.spool_interval,
         )
         # A batch's worth waiting wakes the dispatcher early; below that it looks every tick.
         self._nudge_at = max(64, min(lane.limits.max_events for lane in self.lanes)) if self.lanes else 0
@@ -51,6 +54,13 @@ class Runtime:
         self.dropped: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.closed = False
+        if settings.spool and not self.disabled:
+            check_spool(settings.spool)
+
+    def start(self) -> None:
+        """Start delivering now rather than at the first event (a spool may hold events to send)."""
+        if not self.disabled:
+            self.dispatcher.start()
 
     def submit(self, event: Event) -> None:
         if self.closed:
@@ -118,7 +128,10 @@ def current() -> Runtime:
         return runtime
     with _lock:
         if _runtime is None:
-            _install(Runtime(load_settings({})))
+            created = Runtime(load_settings({}))
+            _install(created)
+            if created.settings.spool:
+                created.start()
         assert _runtime is not None
         return _runtime
 
@@ -131,6 +144,8 @@ def replace(overrides: Mapping[str, Any]) -> Runtime:
         _install(runtime)
     if old is not None:
         old.shutdown(old.settings.shutdown_timeout)
+    if runtime.settings.spool:
+        runtime.start()  # what a previous process left in the spool goes out now
     return runtime
 
 

@@ -91,6 +91,7 @@ class Encoded:
 
     event: Event
     data: bytes
+    spool_id: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

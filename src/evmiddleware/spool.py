@@ -1,0 +1,276 @@
+"""The durable spool: events not yet delivered, kept in SQLite so a crash or a restart loses none.
+
+One row per (event, provider). The dispatcher thread inserts what the caller queued (at least every
+``spool_interval``), deletes a row once its provider accepted or refused the event for good, and at a
+graceful stop releases what it could not send. Several processes (gunicorn workers) may share one
+file: a process claims rows with a lease it renews while alive, so rows left by a worker that died
+are sent by a live one once the lease expires, and never by two processes at once.
+
+Only the dispatcher thread uses a ``Spool`` (SQLite connections are not shared across threads);
+``check_spool`` runs at start-up to fail loudly on a file that cannot be opened or is corrupt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from ._log import limited, logger
+from .errors import ConfigurationError
+from .events import Event
+
+__all__ = ["Spool", "check_spool", "decode_event", "encode_event"]
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    rowid INTEGER PRIMARY KEY,
+    provider TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created REAL NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_claim ON events (provider, lease_until);
+"""
+
+
+def encode_event(event: Event) -> str:
+    data = event.as_dict()
+    data["aliases"] = dict(event.aliases)
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_event(payload: str) -> Event:
+    data = json.loads(payload)
+    return Event(
+        data["id"],
+        data["name"],
+        data["user_id"],
+        data["anonymous_id"],
+        dt.datetime.fromisoformat(data["timestamp"]),
+        data["properties"],
+        data.get("context") or {},
+        data.get("kind", "track"),
+        data.get("aliases") or {},
+    )
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode: a power cut may lose the last transactions, a process crash loses none.
+    connection.execute("PRAGMA synchronous=NORMAL")
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version not in (0, _SCHEMA_VERSION):
+        connection.close()
+        raise sqlite3.DatabaseError(f"schema version {version}, expected {_SCHEMA_VERSION}")
+    connection.executescript(_SCHEMA)
+    connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+    return connection
+
+
+def check_spool(path: str) -> None:
+    """Open the spool once at start-up: a clear :class:`ConfigurationError` if it cannot work."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ConfigurationError(f"spool: folder {folder} does not exist")
+    try:
+        connection = _connect(path)
+        try:
+            result = connection.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        raise ConfigurationError(f"spool: {path} cannot be used as a spool: {exc}") from None
+    if result != "ok":
+        raise ConfigurationError(f"spool: {path} is corrupt ({result}); move it away or purge it")
+
+
+class Spool:
+    """The dispatcher thread's handle on the spool file. Degrades to memory-only on write errors."""
+
+    def __init__(
+        self, path: str, *, lease_seconds: float = 30.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.path = path
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.lease_seconds = lease_seconds
+        self._clock = clock
+        self._connection: sqlite3.Connection | None = _connect(path)
+        self.errors = 0
+        self._last_renewal = 0.0
+
+    @property
+    def working(self) -> bool:
+        return self._connection is not None
+
+    def _fail(self, action: str, exc: sqlite3.Error) -> None:
+        """A full disk or a lost file: keep going in memory, loudly."""
+        self.errors += 1
+        logger.error(
+            "evmiddleware: the spool %s failed to %s (%s); continuing without it, in memory only",
+            self.path,
+            action,
+            exc,
+        )
+        if self._connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.close()
+        self._connection = None
+
+    def add(self, provider: str, events: Sequence[Event]) -> list[int | None]:
+        """Persist ``events`` leased to this process; their row ids (``None`` when not spooled)."""
+        connection = self._connection
+        if connection is None or not events:
+            return [None] * len(events)
+        now = self._clock()
+        lease = now + self.lease_seconds
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            ids: list[int | None] = []
+            for event in events:
+                cursor = connection.execute(
+                    "INSERT INTO events (provider, event_id, payload, created, lease_owner, lease_until)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (provider, event.id, encode_event(event), now, self.owner, lease),
+                )
+                ids.append(cursor.lastrowid)
+            connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            self._fail("store events", exc)
+            return [None] * len(events)
+        return ids
+
+    def claim(self, provider: str, limit: int) -> list[tuple[int, Event]]:
+        """Take over up to ``limit`` rows of ``provider`` that no live process holds."""
+        connection = self._connection
+        if connection is None or limit <= 0:
+            return []
+        now = self._clock()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            rows = connection.execute(
+                "SELECT rowid, payload FROM events WHERE provider = ? AND lease_until < ?"
+                " ORDER BY rowid LIMIT ?",
+                (provider, now, limit),
+            ).fetchall()
+            connection.executemany(
+                "UPDATE events SET lease_owner = ?, lease_until = ? WHERE rowid = ?",
+                [(self.owner, now + self.lease_seconds, rowid) for rowid, _ in rows],
+            )
+            connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            limited.log(logging.ERROR, "spool:claim", "evmiddleware: reading the spool failed: %s", exc)
+            return []
+        claimed = []
+        for rowid, payload in rows:
+            try:
+                claimed.append((rowid, decode_event(payload)))
+            except (ValueError, KeyError, TypeError):
+                limited.log(
+                    logging.ERROR, "spool:decode", "evmiddleware: unreadable spool row %d removed", rowid
+                )
+                self.done([rowid])
+        return claimed
+
+    def done(self, rowids: Iterable[int | None]) -> None:
+        """The provider accepted or refused these for good."""
+        self._write("DELETE FROM events WHERE rowid = ?", [(r,) for r in rowids if r is not None], "delete")
+
+    def release(self, rowids: Iterable[int | None]) -> None:
+        """Not sent at a graceful stop: free for the next process at once."""
+        self._write(
+            "UPDATE events SET lease_owner = NULL, lease_until = 0 WHERE rowid = ?",
+            [(r,) for r in rowids if r is not None],
+            "release",
+        )
+
+    def renew(self) -> None:
+        """Extend this process's leases; called often enough that they never lapse while alive."""
+        now = self._clock()
+        if now - self._last_renewal < self.lease_seconds / 3:
+            return
+        self._last_renewal = now
+        self._write(
+            "UPDATE events SET lease_until = ? WHERE lease_owner = ?",
+            [(now + self.lease_seconds, self.owner)],
+            "renew leases",
+        )
+
+    def _write(self, sql: str, rows: list[tuple[object, ...]], action: str) -> None:
+        connection = self._connection
+        if connection is None or not rows:
+            return
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.executemany(sql, rows)
+            connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            self.errors += 1
+            limited.log(
+                logging.ERROR, f"spool:{action}", "evmiddleware: the spool failed to %s: %s", action, exc
+            )
+
+    def _rollback(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.execute("ROLLBACK")
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def summarize(path: str) -> dict[str, dict[str, float | int]]:
+    """Per provider: rows, rows leased by a live process now, age of the oldest row in seconds."""
+    check_spool(path)
+    connection = _connect(path)
+    try:
+        now = time.time()
+        rows = connection.execute(
+            "SELECT provider, COUNT(*), SUM(lease_until >= ?), MIN(created) FROM events GROUP BY provider",
+            (now,),
+        ).fetchall()
+    finally:
+        connection.close()
+    return {
+        provider: {"events": count, "leased": int(leased or 0), "oldest_seconds": round(now - oldest, 1)}
+        for provider, count, leased, oldest in rows
+    }
+
+
+def purge(path: str, provider: str | None = None) -> int:
+    """Delete spooled events (of one provider, or all); returns how many."""
+    check_spool(path)
+    connection = _connect(path)
+    try:
+        if provider is None:
+            cursor = connection.execute("DELETE FROM events")
+        else:
+            cursor = connection.execute("DELETE FROM events WHERE provider = ?", (provider,))
+        return cursor.rowcount
+    finally:
+        connection.close()
+
+
+def release_all(path: str) -> int:
+    """Free every lease, so the next process sends the rows at once (``spool retry``)."""
+    check_spool(path)
+    connection = _connect(path)
+    try:
+        return connection.execute("UPDATE events SET lease_owner = NULL, lease_until = 0").rowcount
+    finally:
+        connection.close()

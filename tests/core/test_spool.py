@@ -1,0 +1,189 @@
+"""The durable spool: persisted within the interval, deleted once accepted, kept at a stop, leased."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+
+import evmiddleware
+from evmiddleware import cli
+from evmiddleware.events import make_event
+from evmiddleware.spool import Spool, summarize
+from tests.httpserver import Answer, RecordingServer
+
+
+def ev(i: int = 0):
+    return make_event(
+        "e",
+        {"i": i},
+        user_id="u",
+        anonymous_id=None,
+        max_depth=10,
+        max_bytes=10_000,
+        on_drop=lambda k, w: None,
+    )
+
+
+def rows(path) -> int:
+    with sqlite3.connect(path) as connection:
+        return connection.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+
+
+def wait_for(predicate, timeout=5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def configure(url, spool, **settings):
+    evmiddleware.configure(
+        flokit_api_key="k",
+        flokit_url=url,
+        spool=str(spool),
+        flush_interval=0.05,
+        retry_base_delay=0.05,
+        retry_max_delay=0.2,
+        **settings,
+    )
+
+
+def test_queued_events_reach_the_spool_and_leave_it_once_accepted(tmp_path):
+    spool = tmp_path / "spool.db"
+    release = threading.Event()
+    with RecordingServer(lambda s, r: Answer(hold=release)) as server:
+        configure(server.url, spool)
+        for i in range(20):
+            evmiddleware.track("e", {"i": i}, user_id="u")
+        assert wait_for(lambda: rows(spool) == 20)  # persisted while the provider has not answered
+        release.set()
+        assert evmiddleware.flush(10)
+        assert rows(spool) == 0
+        assert len(server.events()) == 20
+
+
+def test_a_graceful_stop_keeps_undelivered_events_and_the_next_process_sends_them(tmp_path):
+    spool = tmp_path / "spool.db"
+    with RecordingServer(lambda s, r: Answer(503, b"down")) as down:
+        configure(down.url, spool)
+        for i in range(7):
+            evmiddleware.track("e", {"i": i}, user_id="u")
+        assert wait_for(lambda: evmiddleware.stats()["providers"]["flokit"]["retried"] >= 1)
+        evmiddleware.shutdown(0.3)
+    counters = evmiddleware.stats()["providers"]["flokit"]
+    assert counters["left_in_spool"] == 7
+    assert counters["dropped"] == {}
+    assert rows(spool) == 7
+    with RecordingServer() as up:
+        configure(up.url, spool)  # the dispatcher starts at configure() and sends the leftovers
+        assert wait_for(lambda: len(up.events()) == 7)
+        assert sorted(e["properties"]["i"] for e in up.events()) == list(range(7))
+    assert wait_for(lambda: rows(spool) == 0)
+    assert evmiddleware.stats()["providers"]["flokit"]["recovered"] == 7
+
+
+def test_a_row_leased_by_a_live_process_is_not_taken_until_its_lease_expires(tmp_path):
+    path = str(tmp_path / "spool.db")
+    now = [1000.0]
+    owner = Spool(path, lease_seconds=30, clock=lambda: now[0])
+    other = Spool(path, lease_seconds=30, clock=lambda: now[0])
+    owner.add("flokit", [ev(1), ev(2)])
+    assert other.claim("flokit", 10) == []
+    now[0] += 29
+    assert other.claim("flokit", 10) == []
+    now[0] += 2  # the owner died and stopped renewing
+    claimed = other.claim("flokit", 10)
+    assert [e.properties["i"] for _, e in claimed] == [1, 2]
+    assert owner.claim("flokit", 10) == []  # now leased by the other process
+
+
+def test_renewing_keeps_a_live_process_s_rows(tmp_path):
+    path = str(tmp_path / "spool.db")
+    now = [0.0]
+    owner = Spool(path, lease_seconds=30, clock=lambda: now[0])
+    other = Spool(path, lease_seconds=30, clock=lambda: now[0])
+    owner.add("flokit", [ev()])
+    for _ in range(10):
+        now[0] += 15
+        owner.renew()
+        assert other.claim("flokit", 10) == []
+
+
+def test_claim_and_done_are_per_provider(tmp_path):
+    path = str(tmp_path / "spool.db")
+    spool = Spool(path)
+    spool.release(spool.add("a", [ev(1)]) + spool.add("b", [ev(2)]))
+    [(rowid, _event)] = spool.claim("a", 10)
+    spool.done([rowid])
+    assert summarize(path)["b"]["events"] == 1
+    assert "a" not in summarize(path)
+
+
+def test_a_full_disk_degrades_to_memory_only_with_an_error(tmp_path, caplog_evm):
+    spool = Spool(str(tmp_path / "spool.db"))
+    assert spool._connection is not None
+    spool._connection.execute("PRAGMA max_page_count=8")  # a tiny "disk"
+    ids = spool.add("flokit", [ev(i) for i in range(2000)])
+    assert ids == [None] * 2000
+    assert not spool.working
+    assert spool.errors == 1
+    assert "in memory only" in caplog_evm.text
+
+
+def test_a_full_disk_never_fails_tracking(tmp_path, monkeypatch):
+    from evmiddleware import spool as spool_module
+
+    real_connect = spool_module._connect
+
+    def tiny_disk(path):
+        connection = real_connect(path)
+        connection.execute("PRAGMA max_page_count=8")
+        return connection
+
+    monkeypatch.setattr(spool_module, "_connect", tiny_disk)
+    spool = tmp_path / "spool.db"
+    with RecordingServer() as server:
+        configure(server.url, spool)
+        for i in range(500):
+            evmiddleware.track("e", {"i": i, "pad": "x" * 200}, user_id="u")
+        assert evmiddleware.flush(10)
+        assert len(server.events()) == 500
+    assert evmiddleware.runtime.current().lanes[0].spool.errors == 1  # type: ignore[union-attr]
+
+
+def test_a_corrupt_spool_is_a_clear_error_at_start_up(tmp_path):
+    path = tmp_path / "spool.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(evmiddleware.ConfigurationError, match="cannot be used as a spool"):
+        evmiddleware.configure(spool=str(path))
+
+
+def test_a_spool_in_a_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(evmiddleware.ConfigurationError, match="does not exist"):
+        evmiddleware.configure(spool=str(tmp_path / "nope" / "spool.db"))
+
+
+def test_spool_command_line_inspect_and_purge(tmp_path, capsys):
+    path = str(tmp_path / "spool.db")
+    Spool(path).add("flokit", [ev(1), ev(2)])
+    assert cli.main(["spool", "inspect", path]) == 0
+    assert "flokit" in capsys.readouterr().out
+    assert cli.main(["spool", "purge", path]) == 0
+    assert "deleted 2" in capsys.readouterr().out
+    assert summarize(path) == {}
+
+
+def test_spool_command_line_retry_sends_leased_rows_now(tmp_path, capsys, monkeypatch):
+    path = str(tmp_path / "spool.db")
+    Spool(path).add("flokit", [ev(1)])  # leased by a "live" process for 30 s
+    with RecordingServer() as server:
+        monkeypatch.setenv("EVMIDDLEWARE_FLOKIT_API_KEY", "k")
+        monkeypatch.setenv("EVMIDDLEWARE_FLOKIT_URL", server.url)
+        assert cli.main(["spool", "retry", path, "--timeout", "10"]) == 0
+        assert len(server.events()) == 1
+    assert "0 still in the spool" in capsys.readouterr().out
