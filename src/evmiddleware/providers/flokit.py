@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from .._log import logger
+from .._log import logger, redact
 from ..events import Event
 from ._http import COMMON_OPTIONS, read_http_options
 from .base import (
@@ -89,7 +89,9 @@ class FloKit(HttpProvider):
             if isinstance(error, dict) and isinstance(error.get("index"), int):
                 index = error["index"]
                 if 0 <= index < len(batch.items):
-                    rejected[index] = str(error.get("reason") or "rejected by FloKit")[:300]
+                    # "invalid_event" is the counter key; FloKit's own reason follows for the report.
+                    reason = str(error.get("reason") or "rejected by FloKit")
+                    rejected[index] = f"invalid_event: {redact(reason, self.secrets())[:300]}"
         return SendResult("ok", rejected=rejected) if rejected else result
 
     def secrets(self) -> tuple[str, ...]:

@@ -1,0 +1,166 @@
+"""What every provider shares: registry order, settings, base URLs, auth failures, key hygiene."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from evmiddleware.config import load_settings
+from evmiddleware.errors import ConfigurationError
+from evmiddleware.providers import REGISTRY
+from evmiddleware.providers.base import HttpProvider
+
+from ._helpers import batch, event, response, send_through
+
+SECRET = "sk-SECRET-0123456789"
+#: Settings that turn each provider on, with the secret as its key.
+ON: dict[str, dict[str, str]] = {
+    "userflux": {"EVMIDDLEWARE_USERFLUX_API_KEY": SECRET},
+    "flokit": {"EVMIDDLEWARE_FLOKIT_API_KEY": SECRET},
+    "flameup": {"EVMIDDLEWARE_FLAMEUP_API_KEY": SECRET, "EVMIDDLEWARE_FLAMEUP_WORKSPACE_ID": "ws_1"},
+    "flywheel": {"EVMIDDLEWARE_FLYWHEEL_API_KEY": SECRET},
+    "klaviyo": {"EVMIDDLEWARE_KLAVIYO_PUBLIC_KEY": SECRET},
+}
+DEFAULT_URLS = {
+    "userflux": "https://integration-api.userflux.co/event/ingest/batch",
+    "flokit": "https://api.flokit.ai/v1/batch/events",
+    "flameup": "https://api.flameup.ai/api/v1/workspaces/ws_1/events",
+    "flywheel": "https://api.flywheel.cx/v1/events",
+    "klaviyo": "https://a.klaviyo.com/client/event-bulk-create/",
+}
+OVERRIDDEN_URLS = {
+    "userflux": ("http://127.0.0.1:9000/userflux", "http://127.0.0.1:9000/userflux/event/ingest/batch"),
+    "flokit": ("http://127.0.0.1:9000/flokit", "http://127.0.0.1:9000/flokit/v1/batch/events"),
+    "flameup": (
+        "http://127.0.0.1:9000/flameup/api/v1",
+        "http://127.0.0.1:9000/flameup/api/v1/workspaces/ws_1/events",
+    ),
+    "flywheel": ("http://localhost:9000/flywheel/", "http://localhost:9000/flywheel/v1/events"),
+    "klaviyo": ("https://proxy.example/klaviyo", "https://proxy.example/klaviyo/client/event-bulk-create/"),
+}
+SETTINGS = {
+    "userflux": {
+        "userflux_api_key",
+        "userflux_url",
+        "userflux_rate_limit",
+        "userflux_max_in_flight",
+        "userflux_location_enrichment",
+    },
+    "flokit": {"flokit_api_key", "flokit_url", "flokit_rate_limit", "flokit_max_in_flight"},
+    "flameup": {
+        "flameup_api_key",
+        "flameup_url",
+        "flameup_rate_limit",
+        "flameup_max_in_flight",
+        "flameup_workspace_id",
+        "flameup_anonymous_as_user_id",
+    },
+    "flywheel": {"flywheel_api_key", "flywheel_url", "flywheel_rate_limit", "flywheel_max_in_flight"},
+    "klaviyo": {
+        "klaviyo_public_key",
+        "klaviyo_url",
+        "klaviyo_rate_limit",
+        "klaviyo_max_in_flight",
+        "klaviyo_revision",
+    },
+}
+NAMES = list(ON)
+
+
+def build(name: str, **extra: str) -> HttpProvider:
+    env = {**ON[name], **{f"EVMIDDLEWARE_{name.upper()}_{k.upper()}": v for k, v in extra.items()}}
+    [provider] = load_settings({}, env).providers
+    assert isinstance(provider, HttpProvider)
+    return provider
+
+
+def test_registry_holds_the_five_in_order():
+    assert list(REGISTRY) == ["userflux", "flokit", "flameup", "flywheel", "klaviyo"]
+    assert [cls.name for cls in REGISTRY.values()] == list(REGISTRY)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_settings_each_provider_reads(name):
+    assert {f"{name}_{option}" for option in REGISTRY[name].options} == SETTINGS[name]
+
+
+def test_all_five_on_together_from_the_environment():
+    env: dict[str, str] = {}
+    for settings in ON.values():
+        env.update(settings)
+    assert [p.name for p in load_settings({}, env).providers] == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_key_means_off(name):
+    assert REGISTRY[name].from_options({}) is None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_default_base_url_is_the_real_https_one(name):
+    provider = build(name)
+    assert provider.build_request(batch(provider, event())).url == DEFAULT_URLS[name]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_url_setting_replaces_the_default_base_whole(name):
+    base, expected = OVERRIDDEN_URLS[name]
+    provider = build(name, url=base)
+    assert provider.build_request(batch(provider, event())).url == expected
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_plain_http_to_a_non_loopback_host_is_a_configuration_error(name):
+    with pytest.raises(ConfigurationError, match=f"{name}_url"):
+        build(name, url="http://collector.example.com")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rate_limit_and_max_in_flight_can_be_overridden(name):
+    provider = build(name, rate_limit="5/1,100/60", max_in_flight="3")
+    assert provider.limits.rate == ((5, 1.0), (100, 60.0))
+    assert provider.limits.max_in_flight == 3
+    with pytest.raises(ConfigurationError):
+        build(name, max_in_flight="0")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_repr_describe_and_settings_never_show_the_key(name):
+    provider = build(name)
+    assert SECRET not in repr(provider)
+    assert SECRET not in provider.describe()
+    assert SECRET not in repr(load_settings({}, ON[name]))
+    assert SECRET in provider.secrets()
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_failures_are_rejected_with_a_hint_and_never_the_key(name, status):
+    provider = build(name)
+    # Some services echo the credentials back in their error body.
+    answer: dict[str, Any] = {"error": "unauthorized", "message": f"bad key {SECRET}"}
+    result, _ = send_through(provider, batch(provider, event()), lambda r: response(status, answer))
+    assert result.outcome == "rejected"
+    assert result.auth
+    assert result.reason.startswith(f"http_{status}")
+    assert type(provider).key_setting.split()[0] in result.reason
+    assert type(provider).key_setting.startswith(f"EVMIDDLEWARE_{name.upper()}_")
+    assert SECRET not in result.reason
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_server_errors_and_throttling_are_retried(name):
+    provider = build(name)
+    b = batch(provider, event())
+    assert provider.interpret(response(503, text="busy"), b).outcome == "retry"
+    throttled = provider.interpret(response(429, text="slow down", headers={"Retry-After": "4"}), b)
+    assert (throttled.outcome, throttled.retry_after) == ("retry", 4.0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_key_with_white_space_is_a_configuration_error_without_the_key(name):
+    key_var = next(k for k in ON[name] if k.endswith(("_API_KEY", "_PUBLIC_KEY")))
+    with pytest.raises(ConfigurationError) as error:
+        load_settings({}, {**ON[name], key_var: "abc def"})
+    assert "abc def" not in str(error.value)
