@@ -119,17 +119,23 @@ def test_a_server_down_for_a_while_gets_every_event_that_fitted_in_the_queue():
 def test_a_slow_provider_does_not_delay_a_fast_one():
     release = threading.Event()
     fast = MemorySink()
+
+    def wait_for(predicate) -> bool:
+        deadline = time.monotonic() + 5
+        while not predicate() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return predicate()
+
     with RecordingServer(lambda s, r: Answer(hold=release)) as server:
         from evmiddleware.providers.flokit import FloKit
 
         slow = FloKit("test-key", base_url=server.url)
         evmiddleware.configure(providers=[slow, fast], flush_interval=0.05)
-        evmiddleware.track("e", user_id="u")
-        deadline = time.monotonic() + 5
-        while not fast.events and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(fast.events) == 1
-        assert not release.is_set() and len(server.received) == 1  # the slow one is still held
+        evmiddleware.track("first", user_id="u")
+        assert wait_for(lambda: len(server.received) == 1)  # the slow provider's request is held
+        evmiddleware.track("second", user_id="u")
+        assert wait_for(lambda: len(fast.events) == 2)
+        assert not release.is_set()
         release.set()
         assert evmiddleware.flush(10)
 
