@@ -21,7 +21,7 @@ import httpx
 from ._log import limited, logger
 from .lane import Lane
 from .providers.base import Batch, SendResult
-from .ratelimit import backoff_delay
+from .ratelimit import Slot, backoff_delay
 from .spool import Spool
 
 __all__ = ["Dispatcher"]
@@ -246,10 +246,10 @@ class Dispatcher:
                     continue
                 assert key is not True
                 batch = lane.take_batch(key, now)
-                lane.limiter.record(now)
+                slot = lane.limiter.record(now)
                 lane.requests += 1
                 lane.in_flight += 1
-                task = asyncio.create_task(self._deliver(lane, batch))
+                task = asyncio.create_task(self._deliver(lane, batch, slot))
                 self._deliveries.add(task)
                 task.add_done_callback(self._deliveries.discard)
             except asyncio.CancelledError:
@@ -264,13 +264,16 @@ class Dispatcher:
                 )
                 await asyncio.sleep(TICK)
 
-    async def _deliver(self, lane: Lane, batch: Batch) -> None:
+    async def _deliver(self, lane: Lane, batch: Batch, slot: Slot) -> None:
         """Send one batch, retrying until it is delivered, refused for good or out of time."""
         started = self._clock()
         attempt = 0
         try:
             while True:
-                result = await self._attempt(lane, batch)
+                try:
+                    result = await self._attempt(lane, batch)
+                finally:
+                    lane.limiter.complete(slot, self._clock())
                 if result.outcome == "ok":
                     lane.finish_sent(batch, dict(result.rejected))
                     return
@@ -295,7 +298,7 @@ class Dispatcher:
                 await asyncio.sleep(delay)
                 while (wait := lane.limiter.delay(self._clock())) > 0:
                     await asyncio.sleep(wait)
-                lane.limiter.record(self._clock())
+                slot = lane.limiter.record(self._clock())
                 lane.requests += 1
                 lane.retried += 1
         except asyncio.CancelledError:

@@ -11,14 +11,44 @@ from evmiddleware.ratelimit import SlidingWindowLimiter, backoff_delay
 
 
 def send_all(limiter: SlidingWindowLimiter, until: float, step: float = 0.01) -> list[float]:
-    """Drive the limiter with a fake clock: send whenever it allows, return the send times."""
+    """Drive the limiter with a fake clock: send whenever it allows (answers come at once)."""
     now, sent = 0.0, []
     while now < until:
         if limiter.delay(now) == 0:
-            limiter.record(now)
+            limiter.complete(limiter.record(now), now)
             sent.append(now)
         now = round(now + step, 6)
     return sent
+
+
+def test_arrival_jitter_never_breaks_the_window_seen_by_the_provider():
+    """Requests leave in order but arrive late by up to 300 ms; the provider counts arrivals."""
+    rng = random.Random(3)
+    limiter = SlidingWindowLimiter([(10, 1.0)], margin=0)
+    now, arrivals, in_flight = 0.0, [], []
+    while now < 20:
+        for item in list(in_flight):
+            slot, answered_at = item
+            if answered_at <= now:
+                limiter.complete(slot, answered_at)
+                in_flight.remove(item)
+        if limiter.delay(now) == 0 and len(in_flight) < 4:
+            arrival = now + rng.uniform(0, 0.3)
+            arrivals.append(arrival)
+            in_flight.append((limiter.record(now), arrival + rng.uniform(0, 0.05)))
+        now = round(now + 0.001, 6)
+    arrivals.sort()
+    assert max_in_any_window(arrivals, 1.0) <= 10
+    assert len(arrivals) > 120  # still close to the allowance of 10 a second
+
+
+def test_a_request_in_flight_holds_its_place_until_answered():
+    limiter = SlidingWindowLimiter([(1, 1.0)], margin=0)
+    slot = limiter.record(0.0)
+    assert limiter.delay(5.0) > 0  # no answer yet: the window has not even started
+    limiter.complete(slot, 5.0)
+    assert limiter.delay(5.5) == pytest.approx(0.5)
+    assert limiter.delay(6.0) == 0
 
 
 def max_in_any_window(times: list[float], window: float) -> int:
@@ -45,7 +75,7 @@ def test_two_windows_both_hold():
 
 def test_margin_widens_the_window():
     limiter = SlidingWindowLimiter([(1, 1.0)], margin=0.05)
-    limiter.record(0.0)
+    limiter.complete(limiter.record(0.0), 0.0)
     assert limiter.delay(1.0) == pytest.approx(0.05)
 
 
@@ -60,7 +90,7 @@ def test_no_limits_never_waits():
     limiter = SlidingWindowLimiter([])
     for i in range(1000):
         assert limiter.delay(i) == 0
-        limiter.record(i)
+        limiter.record(i)  # never answered: without windows nothing is held
 
 
 def test_backoff_is_capped_exponential_with_full_jitter():
