@@ -58,6 +58,7 @@ class RecordingServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stall per keep-alive answer
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
