@@ -108,12 +108,12 @@ def test_ten_thousand_mixed_events_reach_every_provider_exactly(sandbox):
         "flywheel": {"invalid_name": punctuation_only},
         "klaviyo": {},
     }
-    for name in expected_sent:
-        assert theirs[name]["accepted_events"] == expected_sent[name], name
+    for name, sent in expected_sent.items():
+        assert theirs[name]["accepted_events"] == sent, name
         assert theirs[name]["rejected_requests"] == 0, name
         assert theirs[name]["rate_limited"] == 0, name
         assert theirs[name]["duplicates"] == 0, name
-        assert ours[name]["sent"] == expected_sent[name], name
+        assert ours[name]["sent"] == sent, name
         assert ours[name]["skipped"] == expected_skipped[name], name
         assert ours[name]["dropped"] == {}, name
         assert ours[name]["rejected"] == 0, name
