@@ -1,0 +1,547 @@
+"""Framework-neutral request capture: what every adapter (ASGI, WSGI, Flask, FastAPI, Django) shares.
+
+An adapter builds one :class:`Capture` at start-up and makes three calls per request::
+
+    state = capture.start(method, scheme, path, query_string, headers, client, request)
+    if state is None:            # not tracked at all: excluded, no consent, tracking disabled
+        return app(...)
+    ...add state.set_cookie to the response's headers when it is not None, set state.status...
+    token = context.enter(state.ctx)          # track()/identify() inside the app see the request
+    try: run the app
+    finally: context.leave(token)
+    capture.finish(state, error=exc_or_None)  # once, when the last byte has left
+
+``start`` and ``finish`` never raise: a failure inside tracking is logged (rate-limited), counted in
+:func:`errors`, and the request goes on untracked. Hooks (consent, user id, route) get ``request``,
+whatever the adapter passes: the ASGI scope, the WSGI environ, or the framework's request object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import ipaddress
+import logging
+import random
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import unquote_plus
+
+from . import runtime as _rt
+from ._log import limited
+from ._parse import csv_tuple
+from .api import record_request_event
+from .context import RequestContext
+from .errors import ConfigurationError
+from .identity import (
+    BROWSER_ID_COOKIES,
+    CookieWriter,
+    adopt_browser_id,
+    check_cookie_name,
+    cookie_value,
+    is_valid_id,
+    klaviyo_exchange_id,
+    new_anonymous_id,
+)
+
+__all__ = ["Capture", "CaptureOptions", "RequestState", "SECRET_WORDS", "errors", "looks_secret"]
+
+#: A query parameter or header whose name contains one of these is never captured.
+SECRET_WORDS = (
+    "token", "password", "passwd", "pwd", "secret", "key", "auth", "session", "code", "signature",
+    "credential", "jwt", "nonce", "csrf", "ssn", "cookie",
+)  # fmt: skip
+
+# Bounds on what one request can put into its event (the event's own size limit is a backstop).
+_MAX_PATH, _MAX_UA, _MAX_REFERRER, _MAX_PARAM, _MAX_QUERY_PARTS = 2048, 512, 1024, 256, 64
+_perf = time.perf_counter
+_random = random.random
+
+
+def looks_secret(name: str) -> bool:
+    """True when ``name`` (a query key or header name) may hold a credential: never captured."""
+    lowered = name.lower()
+    return any(word in lowered for word in SECRET_WORDS)
+
+
+_NAME_LISTS = (
+    "adopt_cookies",
+    "trusted_proxies",
+    "exclude_regexes",
+    "exclude_methods",
+    "capture_headers",
+    "capture_query_params",
+)
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    return csv_tuple(value) if value else ()
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptureOptions:
+    """How requests become events; built once, when the middleware is created.
+
+    Every field has a safe default; pass the ones to change to the middleware::
+
+        app = EventMiddleware(app, exclude_paths=("/health", "/static"), user_id_resolver=user_of)
+
+    ``exclude_paths`` (literal prefixes) defaults to ``EVMIDDLEWARE_EXCLUDE_PATHS`` and
+    ``flush_timeout`` to ``shutdown_timeout``, both read when the middleware is created.
+    ``consent``, when given, alone decides whether a request is tracked (it sees ``Sec-GPC``/``DNT`` in
+    the request); without it, ``Sec-GPC: 1`` (and ``DNT: 1`` with ``respect_dnt``) opts out. A request
+    that is not tracked gets no cookie, no event and no request context (``track()`` there needs ids).
+    With ``__kla_id`` in ``adopt_cookies`` (the default), Klaviyo's exchange id is also recorded on every
+    request that carries it, as the ``klaviyo_exchange_id`` alias. ``route_resolver`` runs after the
+    app, only when the framework exposed no route template; the raw path is the last resort.
+    ``trusted_proxies`` are addresses or networks (or ``"*"``) whose
+    ``X-Forwarded-Proto`` decides whether the cookie gets ``Secure``.
+    """
+
+    event_name: str = "http_request"
+    cookie_name: str = "ev_anon_id"
+    cookie_max_age: int = 365 * 24 * 3600
+    cookie_domain: str | None = None
+    adopt_cookies: tuple[str, ...] = BROWSER_ID_COOKIES
+    trusted_proxies: tuple[str, ...] = ()
+    respect_dnt: bool = False
+    consent: Callable[[Any], bool] | None = None
+    user_id_resolver: Callable[[Any], str | None] | None = None
+    route_resolver: Callable[[Any], str | None] | None = None
+    exclude_paths: tuple[str, ...] | None = None
+    exclude_regexes: tuple[str, ...] = ()
+    exclude_methods: tuple[str, ...] = ()
+    exclude_status_codes: tuple[int, ...] = ()
+    sample_rate: float = 1.0
+    capture_headers: tuple[str, ...] = ()
+    capture_query_params: tuple[str, ...] = ()
+    capture_ip: bool = False
+    flush_timeout: float | None = None
+    install_signal_handler: bool = True
+
+    def __post_init__(self) -> None:
+        # Accept lists and comma-separated strings (as from the environment); store tuples.
+        for name in _NAME_LISTS:
+            object.__setattr__(self, name, _names(getattr(self, name)))
+        if self.exclude_paths is not None:
+            object.__setattr__(self, "exclude_paths", _names(self.exclude_paths))
+        try:
+            codes = tuple(int(code) for code in _names(self.exclude_status_codes))
+            object.__setattr__(self, "exclude_status_codes", codes)
+            object.__setattr__(self, "sample_rate", float(self.sample_rate))
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"exclude_status_codes or sample_rate: {exc}") from None
+        if not isinstance(self.event_name, str) or not 0 < len(self.event_name.strip()) <= 255:
+            raise ConfigurationError(f"event_name: {self.event_name!r} is not a usable event name")
+        if not 0.0 <= self.sample_rate <= 1.0:
+            raise ConfigurationError(f"sample_rate: {self.sample_rate} is not between 0 and 1")
+        for name in self.adopt_cookies:
+            _checked("adopt_cookies", check_cookie_name, name)
+        for name in (*self.capture_headers, *self.capture_query_params):
+            if looks_secret(name):
+                raise ConfigurationError(f"capture: {name!r} looks like a credential and is never captured")
+        for hook in ("consent", "user_id_resolver", "route_resolver"):
+            if getattr(self, hook) is not None and not callable(getattr(self, hook)):
+                raise ConfigurationError(f"{hook}: {getattr(self, hook)!r} is not callable")
+
+
+def _checked(setting: str, check: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return check(*args)
+    except (TypeError, ValueError, re.error) as exc:
+        raise ConfigurationError(f"{setting}: {exc}") from None
+
+
+class RequestState:
+    """One request being captured. Adapters and integrations may set, after the app ran:
+
+    ``status`` (int), ``route`` (a template such as ``/items/{item_id}``), ``user_id``,
+    ``disconnected`` (the client went away before the response was complete), ``ended``
+    (``time.perf_counter()`` when the last byte left, to record the event later with the right duration).
+    """
+
+    __slots__ = (
+        "_route",
+        "ctx",
+        "disconnected",
+        "done",
+        "ended",
+        "props",
+        "request",
+        "set_cookie",
+        "started",
+        "status",
+    )
+
+    def __init__(
+        self, ctx: RequestContext, props: dict[str, Any], request: Any, set_cookie: str | None, started: float
+    ) -> None:
+        self.ctx = ctx
+        self.props = props
+        self.request = request
+        #: The ``Set-Cookie`` header value for this response, or ``None`` (the visitor has the cookie).
+        self.set_cookie = set_cookie
+        self.started = started
+        self.status: int | None = None
+        self.disconnected = False
+        self.done = False
+        #: When the last byte left, if the event is recorded later (see the ASGI middleware's 5xx case).
+        self.ended: float | None = None
+        self._route: str | None = None
+
+    @property
+    def route(self) -> str | None:
+        return self._route
+
+    @route.setter
+    def route(self, template: str | None) -> None:
+        self._route = template
+        if template:
+            # A new dict, never a mutation: events already queued share the old one with the dispatcher.
+            self.ctx.facts = {**self.ctx.facts, "route": template}
+
+    @property
+    def user_id(self) -> str | None:
+        return self.ctx.user_id
+
+    @user_id.setter
+    def user_id(self, value: str | None) -> None:
+        self.ctx.user_id = value
+
+
+class Capture:
+    """The per-app capture engine: options resolved and everything derivable from them cached.
+
+    Holds no per-request state, so one instance serves every thread and task::
+
+        capture = Capture(exclude_paths=("/health",))
+        state = capture.start("GET", "https", "/", "", {"cookie": "ev_anon_id=abc"})
+    """
+
+    def __init__(self, options: CaptureOptions | None = None, **overrides: Any) -> None:
+        options = options or CaptureOptions()
+        if overrides:
+            known = {field.name for field in dataclasses.fields(CaptureOptions)}
+            if unknown := sorted(set(overrides) - known):
+                raise ConfigurationError(
+                    f"unknown capture option(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}"
+                )
+            options = dataclasses.replace(options, **overrides)
+        settings = _rt.current().settings
+        if options.exclude_paths is None:
+            options = dataclasses.replace(options, exclude_paths=settings.exclude_paths)
+        if options.flush_timeout is None:
+            options = dataclasses.replace(options, flush_timeout=settings.shutdown_timeout)
+        self.options = options
+        #: Bound on the flush at lifespan shutdown.
+        self.flush_timeout: float = options.flush_timeout or settings.shutdown_timeout
+        self._event_name = options.event_name.strip()
+        self._cookie_name = options.cookie_name
+        self._cookies = _checked(
+            "cookie", CookieWriter, options.cookie_name, options.cookie_max_age, options.cookie_domain
+        )
+        self._adopt = options.adopt_cookies
+        self._kx = "__kla_id" in options.adopt_cookies
+        self._prefixes = tuple(options.exclude_paths or ())
+        regexes = options.exclude_regexes
+        self._regex = (
+            _checked("exclude_regexes", re.compile, "|".join(f"(?:{r})" for r in regexes))
+            if regexes
+            else None
+        )
+        self._methods = frozenset(method.upper() for method in options.exclude_methods)
+        self._statuses = frozenset(options.exclude_status_codes)
+        self._sample = options.sample_rate
+        self._dnt = options.respect_dnt
+        self._consent = options.consent
+        self._user_id = options.user_id_resolver
+        self._route = options.route_resolver
+        self._ip = options.capture_ip
+        self._trust_all = "*" in options.trusted_proxies
+        self._proxies = tuple(
+            _checked("trusted_proxies", ipaddress.ip_network, proxy, False)
+            for proxy in options.trusted_proxies
+            if proxy != "*"
+        )
+        self._trusted_cache: dict[str, bool] = {}
+        self._query_keys = {key: "query_" + key for key in options.capture_query_params}
+        self._extra_headers = tuple(
+            (name.lower(), "header_" + name.lower().replace("-", "_")) for name in options.capture_headers
+        )
+        # The one header scan looks for these names only.
+        wanted = ["cookie", "user-agent", "referer", "sec-gpc", *(name for name, _ in self._extra_headers)]
+        if self._dnt:
+            wanted.append("dnt")
+        if self._proxies or self._trust_all:
+            wanted.append("x-forwarded-proto")
+        self._asgi_wanted = {name.encode("latin-1"): name for name in wanted}
+        # CGI names: Content-Type and Content-Length are the two without the HTTP_ prefix.
+        self._environ_keys = tuple(
+            (
+                ("" if name in ("content-type", "content-length") else "HTTP_")
+                + name.upper().replace("-", "_"),
+                name,
+            )
+            for name in wanted
+        )
+
+    # -- headers, as each kind of server gives them -------------------------------------------
+    def asgi_headers(self, raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+        """The headers ``start`` reads, from an ASGI scope's ``headers`` (one pass, lower-case names)."""
+        wanted = self._asgi_wanted
+        found: dict[str, str] = {}
+        for name, value in raw:
+            key = wanted.get(name)
+            if key is not None:
+                if key not in found:
+                    found[key] = value.decode("latin-1")
+                elif key == "cookie":  # HTTP/2 may split cookies over several header fields
+                    found[key] += "; " + value.decode("latin-1")
+        return found
+
+    def environ_headers(self, environ: Mapping[str, Any]) -> dict[str, str]:
+        """The headers ``start`` reads, from a WSGI environ (or Django's ``request.META``)."""
+        found: dict[str, str] = {}
+        for env_key, key in self._environ_keys:
+            value = environ.get(env_key)
+            if value is not None:
+                found[key] = value
+        return found
+
+    def start_scope(self, scope: Mapping[str, Any], request: Any = None) -> RequestState | None:
+        """:meth:`start` for an ASGI HTTP scope; hooks get ``request`` or the scope."""
+        try:
+            client = scope.get("client")
+            return self.start(
+                scope["method"],
+                scope.get("scheme", "http"),
+                scope["path"],
+                scope.get("query_string", b"").decode("latin-1"),
+                self.asgi_headers(scope.get("headers", ())),
+                client[0] if client else None,
+                scope if request is None else request,
+            )
+        except Exception as exc:
+            _failed("start", exc)
+            return None
+
+    def start_environ(self, environ: Mapping[str, Any], request: Any = None) -> RequestState | None:
+        """:meth:`start` for a WSGI environ (or Django's ``request.META``); hooks get ``request`` or
+        the environ."""
+        try:
+            path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+            if not path.isascii():
+                # PEP 3333 hands over the raw bytes as latin-1; servers that already decoded keep theirs.
+                with contextlib.suppress(UnicodeEncodeError):
+                    path = path.encode("latin-1").decode("utf-8", "replace")
+            return self.start(
+                environ.get("REQUEST_METHOD", "GET"),
+                environ.get("wsgi.url_scheme", "http"),
+                path or "/",
+                environ.get("QUERY_STRING", ""),
+                self.environ_headers(environ),
+                environ.get("REMOTE_ADDR"),
+                environ if request is None else request,
+            )
+        except Exception as exc:
+            _failed("start", exc)
+            return None
+
+    # -- the two calls per request --------------------------------------------------------------
+    def start(
+        self,
+        method: str,
+        scheme: str,
+        path: str,
+        query_string: str,
+        headers: Mapping[str, str],
+        client: str | None = None,
+        request: Any = None,
+    ) -> RequestState | None:
+        """Begin capturing a request; ``None`` when it is not tracked at all (no context, no cookie).
+
+        ``headers`` maps lower-case names to values (see :meth:`asgi_headers`); ``client`` is the peer
+        address, used for trusted proxies and ``capture_ip`` only.
+        """
+        started = _perf()
+        try:
+            if _rt.current().disabled or method in self._methods or path.startswith(self._prefixes):
+                return None
+            if self._regex is not None and self._regex.search(path):
+                return None
+            if self._consent is not None:
+                if not _hook("consent", self._consent, request, False):
+                    return None
+            elif headers.get("sec-gpc") == "1" or (self._dnt and headers.get("dnt") == "1"):
+                return None
+
+            cookies = headers.get("cookie")
+            anonymous_id = cookie_value(cookies, self._cookie_name) if cookies else None
+            set_cookie = None
+            if anonymous_id is None or not is_valid_id(anonymous_id):
+                adopted = adopt_browser_id(cookies, self._adopt) if cookies and self._adopt else None
+                anonymous_id = adopted[0] if adopted is not None else new_anonymous_id()
+                secure = scheme == "https" or self._forwarded_https(headers, client)
+                set_cookie = self._cookies.header(anonymous_id, secure=secure)
+
+            path = path[:_MAX_PATH]
+            user_id = _hook("user_id", self._user_id, request, None) if self._user_id is not None else None
+            facts = {"method": method, "path": path}
+            ctx = RequestContext(anonymous_id, None if user_id is None else str(user_id), facts)
+            if self._kx and cookies and "__kla_id=" in cookies:
+                exchange_id = klaviyo_exchange_id(cookies)
+                if exchange_id is not None:  # Klaviyo joins the browser's profile through it (_kx)
+                    ctx.aliases["klaviyo_exchange_id"] = exchange_id
+            if self._sample < 1.0 and _random() >= self._sample:
+                ctx.tracked = False
+
+            props: dict[str, Any] = {"method": method, "path": path}
+            if (user_agent := headers.get("user-agent")) is not None:
+                props["user_agent"] = user_agent[:_MAX_UA]
+            if referrer := headers.get("referer"):
+                # Only scheme, host and path: a referrer's query string may carry another site's secrets.
+                if "?" in referrer or "#" in referrer:
+                    referrer = referrer.partition("?")[0].partition("#")[0]
+                props["referrer"] = referrer[:_MAX_REFERRER]
+            if query_string and ("utm_" in query_string or self._query_keys):
+                self._query_props(query_string, props)
+            for name, key in self._extra_headers:
+                if (value := headers.get(name)) is not None:
+                    props[key] = value[:_MAX_PARAM]
+            if self._ip and client:
+                props["ip"] = client
+            return RequestState(ctx, props, request, set_cookie, started)
+        except Exception as exc:
+            _failed("start", exc)
+            return None
+
+    def finish(
+        self,
+        state: RequestState,
+        status: int | None = None,
+        error: BaseException | None = None,
+        disconnected: bool = False,
+    ) -> None:
+        """Record the request's event, once (later calls do nothing).
+
+        ``status`` defaults to ``state.status``. With ``error`` the event records status 500 and
+        ``error_type``; a client gone before the response started is recorded as 499, and any early
+        disconnect as ``disconnected: true``.
+        """
+        if state.done:
+            return
+        state.done = True
+        try:
+            ctx = state.ctx
+            if not ctx.tracked:
+                return
+            disconnected = disconnected or state.disconnected
+            if error is not None:
+                status = 500
+            elif status is None:
+                status = state.status
+                if status is None:  # no response at all: the server answers 500 unless the client left
+                    status = 499 if disconnected else 500
+            if status in self._statuses:
+                return
+            props = state.props
+            route = state._route
+            if not route and self._route is not None:
+                route = _hook("route", self._route, state.request, None)
+            props["route"] = route or props["path"]
+            props["status_code"] = status
+            ended = _perf() if state.ended is None else state.ended
+            props["duration_ms"] = round((ended - state.started) * 1000.0, 3)
+            if error is not None:
+                props["error_type"] = type(error).__name__
+            if disconnected:
+                props["disconnected"] = True
+            record_request_event(ctx, self._event_name, props)
+        except Exception as exc:
+            _failed("finish", exc)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _forwarded_https(self, headers: Mapping[str, str], client: str | None) -> bool:
+        """``X-Forwarded-Proto: https`` counts only from a trusted proxy (anyone can send the header)."""
+        proto = headers.get("x-forwarded-proto")
+        if proto is None or not (self._trust_all or self._is_trusted(client)):
+            return False
+        # Each proxy appends; the last value is the one our (trusted) neighbour set.
+        return proto.rpartition(",")[2].strip().lower() == "https"
+
+    def _is_trusted(self, client: str | None) -> bool:
+        if not client or not self._proxies:
+            return False
+        trusted = self._trusted_cache.get(client)
+        if trusted is None:
+            try:
+                address = ipaddress.ip_address(client)
+            except ValueError:
+                trusted = False
+            else:
+                trusted = any(address in network for network in self._proxies)
+            if len(self._trusted_cache) > 1024:  # peers are few (proxies); bound it anyway
+                self._trusted_cache.clear()
+            self._trusted_cache[client] = trusted
+        return trusted
+
+    def _query_props(self, query_string: str, props: dict[str, Any]) -> None:
+        """``utm_*`` and configured parameters, first occurrence wins; secret-looking keys never."""
+        for part in query_string.split("&", _MAX_QUERY_PARTS)[:_MAX_QUERY_PARTS]:
+            key, _, value = part.partition("=")
+            if "%" in key or "+" in key:
+                key = unquote_plus(key)
+            if key.startswith("utm_") and len(key) <= 64:
+                prop = key
+            elif (configured := self._query_keys.get(key)) is not None:
+                prop = configured
+            else:
+                continue
+            if prop not in props and not looks_secret(key):
+                props[prop] = unquote_plus(value)[:_MAX_PARAM]
+
+
+def _hook(where: str, hook: Callable[[Any], Any], request: Any, default: Any) -> Any:
+    """Run a user hook; its failure costs the request nothing but its answer (``default``)."""
+    try:
+        return hook(request)
+    except Exception as exc:
+        _failed(where, exc)
+        return default
+
+
+_errors: Counter[str] = Counter()
+_errors_lock = threading.Lock()
+
+
+def errors() -> dict[str, int]:
+    """Failures inside request capture since the process started, by where they happened
+    (``start``, ``finish``, ``consent``, ``user_id``, ``route``, adapter names)::
+
+        assert evmiddleware.capture.errors() == {}
+    """
+    with _errors_lock:
+        return dict(_errors)
+
+
+def _failed(where: str, exc: BaseException) -> None:
+    with _errors_lock:
+        _errors[where] += 1
+    limited.log(
+        logging.ERROR,
+        f"capture:{where}",
+        "evmiddleware: request capture failed in %s (%s); the response is unaffected",
+        where,
+        type(exc).__name__,
+        exc_info=True,
+    )
+
+
+def reset_errors() -> None:
+    """Forget the counted failures (tests)."""
+    with _errors_lock:
+        _errors.clear()

@@ -1,0 +1,188 @@
+"""The visitor's anonymous id: reading it from the ``Cookie`` header, checking it, adopting a browser
+SDK's id, and the ``Set-Cookie`` value that keeps it.
+
+Everything here is pure string work. The lookup of one cookie is a ``str.find`` rather than a full
+parse (werkzeug's ``parse_cookie`` builds a dict of every cookie, ~40 times the cost), because it runs
+on every request. Adoption and the ``Set-Cookie`` value run only on a visitor's first request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import string
+import uuid
+from collections.abc import Callable
+from urllib.parse import unquote
+
+__all__ = [
+    "BROWSER_ID_COOKIES",
+    "MAX_ID_LENGTH",
+    "CookieWriter",
+    "adopt_browser_id",
+    "check_cookie_name",
+    "cookie_value",
+    "is_valid_id",
+    "klaviyo_exchange_id",
+    "new_anonymous_id",
+]
+
+#: An anonymous id is at most this long; anything longer is replaced.
+MAX_ID_LENGTH = 128
+
+#: Cookies of browser SDKs whose id is adopted, in this order, when ours is absent:
+#: UserFlux's SDK, Klaviyo's (its ``$exchange_id``) and Segment-style ``analytics.js``.
+BROWSER_ID_COOKIES: tuple[str, ...] = ("uf-anonymousId", "__kla_id", "ajs_anonymous_id")
+
+# uuids and the browser SDKs' ids (base64 and base64url included) use only these; each is a valid
+# cookie-octet (RFC 6265), so an accepted id can be written back into our cookie unquoted.
+_ID_CHARS = string.ascii_letters + string.digits + "-_.:+/=~"
+# RFC 7230 token characters: what a cookie name may hold.
+_TOKEN_CHARS = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
+_DOMAIN_CHARS = string.ascii_letters + string.digits + "-."
+# A browser cookie larger than this is not a plausible id holder; never decode it.
+_MAX_ADOPT_INPUT = 4096
+
+
+def is_valid_id(value: str) -> bool:
+    """True when ``value`` is 1 to 128 characters of ``[A-Za-z0-9-_.:+/=~]``.
+
+    ``str.strip`` with the allowed characters leaves nothing exactly when every character is allowed:
+    one C call, cheaper than a regular expression on the request path::
+
+        is_valid_id("6f1c2a7e-8a5b-4c1e-9d2f-0123456789ab")  # True
+        is_valid_id("<script>")                              # False
+    """
+    return 0 < len(value) <= MAX_ID_LENGTH and not value.strip(_ID_CHARS)
+
+
+def cookie_value(header: str, name: str) -> str | None:
+    """The value of the first cookie called ``name`` in a ``Cookie`` header (browsers send the most
+    specific path first), without surrounding quotes; ``None`` when absent::
+
+        cookie_value("theme=dark; ev_anon_id=abc", "ev_anon_id")  # "abc"
+    """
+    needle = name + "="
+    at = header.find(needle)
+    while at >= 0:
+        # A match counts only at the start of a cookie-pair: "xev_anon_id=" is another cookie.
+        before = at
+        while before and header[before - 1] in " \t":
+            before -= 1
+        if before == 0 or header[before - 1] == ";":
+            end = header.find(";", at)
+            value = header[at + len(needle) : end if end >= 0 else len(header)].strip()
+            if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+                value = value[1:-1]
+            return value
+        at = header.find(needle, at + 1)
+    return None
+
+
+def new_anonymous_id() -> str:
+    """A new uuid4 from the OS's random source: the id goes back to the browser, so unlike event ids
+    it must not be predictable from others handed out."""
+    return str(uuid.uuid4())
+
+
+def _plain(raw: str) -> str | None:
+    # Segment-style scripts store a JSON-quoted string, often percent-encoded ("%22…%22").
+    return unquote(raw).strip().strip('"') if "%" in raw or '"' in raw else raw
+
+
+def _klaviyo(raw: str) -> str | None:
+    """``__kla_id`` is base64 of a JSON object; its ``$exchange_id`` is the id Klaviyo knows."""
+    text = unquote(raw).strip().strip('"')
+    try:
+        data = json.loads(base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_"))
+    except (ValueError, binascii.Error):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    exchange_id = data.get("$exchange_id") if isinstance(data, dict) else None
+    return exchange_id if isinstance(exchange_id, str) else None
+
+
+_DECODERS: dict[str, Callable[[str], str | None]] = {"__kla_id": _klaviyo}
+
+
+_exchange_ids: dict[str, str | None] = {}
+
+
+def klaviyo_exchange_id(header: str) -> str | None:
+    """The valid ``$exchange_id`` of Klaviyo's ``__kla_id`` cookie in a ``Cookie`` header, if any::
+
+        klaviyo_exchange_id(cookie_header)  # "01HX….abc" → sent to Klaviyo as ``_kx``
+
+    Read on every request that carries the cookie (a visitor gets it when they follow a Klaviyo link,
+    often long after ours), so decoded values are cached per cookie value.
+    """
+    raw = cookie_value(header, "__kla_id")
+    if not raw or len(raw) > _MAX_ADOPT_INPUT:
+        return None
+    try:
+        return _exchange_ids[raw]
+    except KeyError:
+        pass
+    found = _klaviyo(raw)
+    if found is not None and not is_valid_id(found):
+        found = None
+    if len(_exchange_ids) >= 4096:  # a bound, not an LRU: clearing costs one decode per visitor
+        _exchange_ids.clear()
+    _exchange_ids[raw] = found
+    return found
+
+
+def adopt_browser_id(header: str, names: tuple[str, ...]) -> tuple[str, str] | None:
+    """``(id, cookie name)`` of the first browser SDK cookie in ``names`` that holds a valid id::
+
+        adopt_browser_id('ajs_anonymous_id=%22a1b2%22', BROWSER_ID_COOKIES)  # ("a1b2", "ajs_anonymous_id")
+
+    Cookies other than ``__kla_id`` are read as a plain, possibly quoted or percent-encoded, string.
+    """
+    for name in names:
+        raw = cookie_value(header, name)
+        if not raw or len(raw) > _MAX_ADOPT_INPUT:
+            continue
+        found = _DECODERS.get(name, _plain)(raw)
+        if found is not None and is_valid_id(found):
+            return found, name
+    return None
+
+
+def check_cookie_name(name: str) -> str:
+    """Raise ``ValueError`` unless ``name`` can be a cookie name (an RFC 7230 token)."""
+    if not isinstance(name, str) or not name or name.strip(_TOKEN_CHARS):
+        raise ValueError(f"{name!r} is not a valid cookie name")
+    return name
+
+
+class CookieWriter:
+    """Builds the ``Set-Cookie`` value for a new anonymous id; every attribute is fixed at init.
+
+    ``Path=/``, ``Max-Age``, ``SameSite=Lax`` and ``HttpOnly`` always; ``Secure`` when the request came
+    over https; ``Domain`` when configured::
+
+        CookieWriter("ev_anon_id", 31536000).header("abc", secure=True)
+        # 'ev_anon_id=abc; Path=/; Max-Age=31536000; SameSite=Lax; HttpOnly; Secure'
+
+    No ``Expires``: every browser in use honours ``Max-Age``, and a date would have to be formatted per
+    response.
+    """
+
+    __slots__ = ("_plain", "_prefix", "_secure")
+
+    def __init__(self, name: str, max_age: int, domain: str | None = None) -> None:
+        check_cookie_name(name)
+        if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age <= 0:
+            raise ValueError(f"cookie max age must be a positive number of seconds, not {max_age!r}")
+        if domain is not None and (not domain or domain.strip(_DOMAIN_CHARS)):
+            raise ValueError(f"{domain!r} is not a valid cookie domain")
+        suffix = f"; Path=/; Max-Age={max_age}; SameSite=Lax; HttpOnly"
+        domain_part = f"; Domain={domain}" if domain else ""
+        self._prefix = name + "="
+        self._plain = suffix + domain_part
+        self._secure = suffix + "; Secure" + domain_part
+
+    def header(self, value: str, *, secure: bool) -> str:
+        """The ``Set-Cookie`` header value; ``value`` must already be valid (:func:`is_valid_id`)."""
+        return self._prefix + value + (self._secure if secure else self._plain)

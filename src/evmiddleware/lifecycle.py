@@ -1,0 +1,143 @@
+"""Graceful stop: deliver what is queued before the process goes, however the server stops it.
+
+Three paths, because servers differ (each is proved with a real server in ``tests/capture``):
+
+- ASGI lifespan: :func:`run_lifespan` flushes on ``lifespan.shutdown`` before the app's shutdown
+  completes, and speaks lifespan itself for apps that do not (Django's ASGI handler, bare apps), so
+  the flush also happens there.
+- SIGTERM: :func:`install_signal_handler` installs a handler only where none is set (``SIG_DFL``).
+  It delivers, then restores the default and re-raises, so the process still dies of SIGTERM.
+  uvicorn re-raises SIGTERM after its own shutdown through the handler that was set before it
+  started, so an app built before ``uvicorn.run(app)`` is covered even without lifespan.
+- ``atexit``: registered by the runtime; gunicorn workers leave through ``sys.exit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from types import FrameType
+from typing import Any
+
+from . import api
+from ._log import logger
+
+__all__ = ["flush_off_loop", "install_signal_handler", "run_lifespan", "uninstall_signal_handler"]
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+
+_SHUTDOWN_DONE = ("lifespan.shutdown.complete", "lifespan.shutdown.failed")
+_install_lock = threading.Lock()
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    try:
+        _deliver_bounded()
+    finally:
+        # Let the signal take its course: the default action, as if we had never been here.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
+def _deliver_bounded() -> None:
+    """``shutdown()`` on a helper thread: the signal may have interrupted the main thread inside the
+    pipeline (holding one of its locks), and waiting there could deadlock. Bounded by its timeout."""
+    from . import runtime as _rt
+
+    runtime = _rt.peek()
+    if runtime is None or runtime.closed:
+        return
+    timeout = runtime.settings.shutdown_timeout
+    worker = threading.Thread(target=api.shutdown, args=(timeout,), name="evmiddleware-sigterm", daemon=True)
+    worker.start()
+    worker.join(timeout + 1.0)
+
+
+def install_signal_handler() -> bool:
+    """Deliver queued events on SIGTERM, where nothing else handles the signal.
+
+    Installs only from the main thread (``signal.signal`` fails elsewhere) and only over ``SIG_DFL``:
+    a server's or the application's own handler is never replaced. Returns whether the handler is in
+    place. The middlewares call it when they are created; never at import time::
+
+        from evmiddleware.lifecycle import install_signal_handler
+        install_signal_handler()
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    with _install_lock:
+        try:
+            current = signal.getsignal(signal.SIGTERM)
+            if current is _on_sigterm:
+                return True
+            if current is not signal.SIG_DFL:
+                return False
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        except (ValueError, OSError):  # an embedded interpreter without signals
+            return False
+    return True
+
+
+def uninstall_signal_handler() -> None:
+    """Put ``SIG_DFL`` back if our handler is the current one (tests, embedding)."""
+    if threading.current_thread() is threading.main_thread():
+        with _install_lock:
+            if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+async def flush_off_loop(timeout: float) -> None:
+    """``evmiddleware.flush(timeout)`` without blocking the event loop; never raises."""
+    try:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio (trio): block; this runs once, at shutdown
+            api.flush(timeout)
+            return
+        await loop.run_in_executor(None, api.flush, timeout)
+    except Exception:
+        logger.exception("evmiddleware: flush at shutdown failed")
+
+
+async def run_lifespan(
+    app: ASGIApp, scope: MutableMapping[str, Any], receive: Receive, send: Send, timeout: float
+) -> None:
+    """Run ``app``'s lifespan, flushing before its shutdown completes.
+
+    An app that does not speak lifespan (it returns or raises before reading the first message) gets
+    it spoken for it, so that a graceful stop still flushes.
+    """
+    received = False
+
+    async def receive_first() -> Message:
+        nonlocal received
+        received = True
+        return await receive()
+
+    async def send_flushing(message: Message) -> None:
+        if message["type"] in _SHUTDOWN_DONE:
+            await flush_off_loop(timeout)
+        await send(message)
+
+    try:
+        await app(scope, receive_first, send_flushing)
+    except Exception:
+        if received:
+            raise
+        logger.debug("evmiddleware: the app does not speak lifespan; the middleware does", exc_info=True)
+    if received:
+        return
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await flush_off_loop(timeout)
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,172 @@
+"""Pure WSGI middleware: one event per request, recorded when the server closes the response.
+
+    from evmiddleware.wsgi import EventMiddleware
+    app.wsgi_app = EventMiddleware(app.wsgi_app)
+
+It wraps ``start_response`` (to read the status and add the one ``Set-Cookie`` header) and the
+response iterable, so a streamed body is timed to its end and an error raised while it is being
+iterated is recorded. The request context is entered around the app call and around each step of the
+iteration (a generator body runs then). The wrapper keeps what servers look at: ``close()`` is always
+forwarded; a list or tuple keeps its ``len()`` (servers derive ``Content-Length`` from it); a
+``wsgi.file_wrapper`` object is returned as itself, only its ``close`` hooked, so ``sendfile`` stays.
+
+WSGI exposes no route: the route is ``route_resolver(environ)`` after the app ran, else the raw path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from types import TracebackType
+from typing import Any, Optional
+
+from . import context
+from .capture import Capture, CaptureOptions, RequestState
+from .lifecycle import install_signal_handler
+
+__all__ = ["STATE_KEY", "EventMiddleware"]
+
+#: Environ key holding the request's :class:`~evmiddleware.capture.RequestState` (or ``None``); it
+#: also tells an inner copy of the middleware that the request is taken.
+STATE_KEY = "evmiddleware.state"
+
+ExcInfo = tuple[type[BaseException], BaseException, Optional[TracebackType]]  # noqa: UP045
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[MutableMapping[str, Any], StartResponse], Iterable[bytes]]
+
+
+class EventMiddleware:
+    """Wrap a WSGI app so that each request records one event; options as
+    :class:`~evmiddleware.capture.CaptureOptions`::
+
+        app.wsgi_app = EventMiddleware(app.wsgi_app, exclude_paths=("/health",))
+    """
+
+    def __init__(self, app: WSGIApp, options: CaptureOptions | None = None, **overrides: Any) -> None:
+        self.app = app
+        self.capture = Capture(options, **overrides)
+        if self.capture.options.install_signal_handler:
+            install_signal_handler()
+
+    def __call__(self, environ: MutableMapping[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if STATE_KEY in environ:
+            return self.app(environ, start_response)
+        capture = self.capture
+        state = environ[STATE_KEY] = capture.start_environ(environ)
+        if state is None:
+            return self.app(environ, start_response)
+        cookie = state.set_cookie
+
+        def start_tracked(
+            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            try:
+                state.status = int(status[:3])
+            except (TypeError, ValueError):  # the server will refuse it; not ours to judge
+                state.status = None
+            if cookie is not None:  # called again (with exc_info), the headers are replaced: add it again
+                headers = [*headers, ("Set-Cookie", cookie)]
+            if exc_info is None:
+                return start_response(status, headers)
+            return start_response(status, headers, exc_info)
+
+        token = context.enter(state.ctx)
+        try:
+            result = self.app(environ, start_tracked)
+        except BaseException as exc:
+            capture.finish(state, error=exc)
+            raise
+        finally:
+            context.leave(token)
+        file_wrapper = environ.get("wsgi.file_wrapper")
+        if (
+            file_wrapper is not None
+            and type(result) is file_wrapper
+            and _finish_on_close(result, state, capture)
+        ):
+            return result
+        if type(result) is list or type(result) is tuple:
+            return _SizedBody(result, state, capture)
+        return _Body(result, state, capture)
+
+
+class _Body:
+    """The app's response iterable, with the request context around each step and the event on close."""
+
+    __slots__ = ("_capture", "_ended", "_error", "_iterator", "_result", "_state")
+
+    def __init__(self, result: Iterable[bytes], state: RequestState, capture: Capture) -> None:
+        self._result = result
+        self._state = state
+        self._capture = capture
+        self._iterator: Iterator[bytes] | None = None
+        self._ended = False
+        self._error: BaseException | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        self._iterator = iter(self._result)
+        return self
+
+    def __next__(self) -> bytes:
+        token = context.enter(self._state.ctx)
+        try:
+            return next(self._iterator)  # type: ignore[arg-type]  # set by __iter__, as servers do
+        except StopIteration:
+            self._ended = True
+            raise
+        except BaseException as exc:
+            self._error = exc
+            raise
+        finally:
+            context.leave(token)
+
+    def close(self) -> None:
+        state = self._state
+        error = self._error
+        token = context.enter(state.ctx)
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        except BaseException as exc:
+            error = error or exc
+            raise
+        finally:
+            context.leave(token)
+            # Closed before the end without an error: the server stopped sending (client gone).
+            # HEAD responses may legitimately be closed unread.
+            cut_short = self._iterator is not None and not self._ended and state.props["method"] != "HEAD"
+            self._capture.finish(state, error=error, disconnected=cut_short and error is None)
+
+
+class _SizedBody(_Body):
+    """A list or tuple: already computed, so iterated directly; ``len()`` stays for the server."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._result)
+
+    def __len__(self) -> int:
+        return len(self._result)  # type: ignore[arg-type]  # only built for lists and tuples
+
+
+def _finish_on_close(result: Any, state: RequestState, capture: Capture) -> bool:
+    """Hook the event onto a file wrapper's ``close`` (set per instance by gunicorn and wsgiref)."""
+    inner_close = getattr(result, "close", None)
+
+    def close() -> None:
+        error = None
+        try:
+            if inner_close is not None:
+                inner_close()
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            capture.finish(state, error=error)
+
+    try:
+        result.close = close
+    except AttributeError:  # __slots__ or a read-only attribute: wrap it like any iterable
+        return False
+    return True

@@ -1,0 +1,595 @@
+"""The ASGI middleware on a raw ASGI app and on Starlette/FastAPI apps."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+
+import pytest
+from capture_helpers import cookie_of, http_scope, request_events, run_asgi
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import evmiddleware
+from evmiddleware import capture as capture_module
+from evmiddleware.asgi import STATE_KEY, EventMiddleware
+from evmiddleware.identity import is_valid_id
+
+starlette = pytest.importorskip("starlette")
+from asgiref.sync import sync_to_async  # noqa: E402
+from starlette.applications import Starlette  # noqa: E402
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse  # noqa: E402
+from starlette.routing import Mount, Route, WebSocketRoute  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
+
+
+def make_raw_app(status: int = 200, body: bytes = b"hello", headers=None):
+    async def app(scope, receive, send):
+        assert scope["type"] == "http"
+        await send({"type": "http.response.start", "status": status, "headers": list(headers or [])})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+# -- a raw ASGI app ------------------------------------------------------------------------------
+def test_raw_app_records_status_raw_path_and_duration(tracked, clock):
+    async def app(scope, receive, send):
+        clock.advance(0.020)
+        await send(
+            {"type": "http.response.start", "status": 201, "headers": [(b"content-type", b"text/plain")]}
+        )
+        await send({"type": "http.response.body", "body": b"made"})
+
+    result = run_asgi(EventMiddleware(app), http_scope("/things/9", method="POST"))
+    assert (result.status, result.body) == (201, b"made")
+    (event,) = request_events(tracked)
+    assert event.properties["route"] == "/things/9"  # a raw app has no route template: the raw path
+    assert event.properties["status_code"] == 201
+    assert event.properties["method"] == "POST"
+    assert event.properties["duration_ms"] == 20.0
+    assert event.anonymous_id == cookie_of(result.set_cookies[0])
+
+
+def test_event_name_is_configurable(tracked):
+    run_asgi(EventMiddleware(make_raw_app(), event_name="page_hit"), http_scope())
+    assert [e.name for e in tracked] == ["page_hit"]
+
+
+def test_route_resolver_is_used_when_the_framework_has_no_route(tracked):
+    app = EventMiddleware(make_raw_app(), route_resolver=lambda scope: "/things/{id}")
+    run_asgi(app, http_scope("/things/9"))
+    assert request_events(tracked)[0].properties["route"] == "/things/{id}"
+
+
+def test_streaming_is_counted_once_after_the_last_chunk(tracked, clock):
+    seen_during_stream = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for chunk in (b"a", b"b", b"c"):
+            clock.advance(0.010)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            seen_during_stream.append(len(request_events(tracked)))
+        clock.advance(0.010)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        seen_during_stream.append(len(request_events(tracked)))
+
+    result = run_asgi(EventMiddleware(app), http_scope("/stream"))
+    assert result.body == b"abc"
+    assert seen_during_stream == [0, 0, 0, 1]
+    (event,) = request_events(tracked)
+    assert event.properties["duration_ms"] == 40.0  # the whole response, not the time to the first byte
+
+
+def test_a_client_disconnect_mid_stream_is_recorded(tracked):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        # the client is gone: the app stops without a final chunk
+
+    run_asgi(EventMiddleware(app), http_scope())
+    (event,) = request_events(tracked)
+    assert event.properties["disconnected"] is True
+    assert event.properties["status_code"] == 200
+
+
+def test_a_disconnect_before_any_response_is_499(tracked):
+    async def app(scope, receive, send):
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    run_asgi(EventMiddleware(app), http_scope())
+    (event,) = request_events(tracked)
+    assert (event.properties["status_code"], event.properties["disconnected"]) == (499, True)
+
+
+@pytest.mark.parametrize("after_start", [False, True])
+def test_an_exception_records_500_and_propagates_unchanged(tracked, after_start):
+    error = LookupError("boom")
+
+    async def app(scope, receive, send):
+        if after_start:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise error
+
+    with pytest.raises(LookupError) as raised:
+        run_asgi(EventMiddleware(app), http_scope())
+    assert raised.value is error
+    (event,) = request_events(tracked)
+    assert (event.properties["status_code"], event.properties["error_type"]) == (500, "LookupError")
+
+
+def test_response_is_byte_for_byte_the_apps_except_set_cookie():
+    headers = [(b"content-type", b"text/plain"), (b"x-a", b"1"), (b"x-a", b"2"), (b"set-cookie", b"app=1")]
+    plain = run_asgi(make_raw_app(headers=headers), http_scope())
+    wrapped = run_asgi(EventMiddleware(make_raw_app(headers=headers)), http_scope())
+    assert wrapped.headers[:-1] == plain.headers == headers
+    assert wrapped.headers[-1][0] == b"set-cookie" and wrapped.headers[-1][1].startswith(b"ev_anon_id=")
+    assert wrapped.messages[1:] == plain.messages[1:]
+    kept = run_asgi(
+        EventMiddleware(make_raw_app(headers=headers)),
+        http_scope(headers=[(b"cookie", b"ev_anon_id=known-visitor")]),
+    )
+    assert kept.messages == plain.messages
+
+
+def test_the_apps_messages_are_not_mutated():
+    start = {"type": "http.response.start", "status": 200, "headers": [(b"x", b"1")]}
+
+    async def app(scope, receive, send):
+        await send(start)
+        await send({"type": "http.response.body", "body": b""})
+
+    run_asgi(EventMiddleware(app), http_scope())
+    assert start == {"type": "http.response.start", "status": 200, "headers": [(b"x", b"1")]}
+
+
+def test_a_failure_inside_tracking_leaves_the_response_alone(monkeypatch):
+    def broken(*args):
+        raise RuntimeError("bug in tracking")
+
+    monkeypatch.setattr(capture_module, "record_request_event", broken)
+    plain = run_asgi(make_raw_app(), http_scope(headers=[(b"cookie", b"ev_anon_id=v")]))
+    wrapped = run_asgi(EventMiddleware(make_raw_app()), http_scope(headers=[(b"cookie", b"ev_anon_id=v")]))
+    assert wrapped.messages == plain.messages
+    assert capture_module.errors() == {"finish": 1}
+    capture_module.reset_errors()
+
+
+# -- scopes other than http ---------------------------------------------------------------------
+def test_websocket_and_other_scopes_pass_through_untouched(tracked):
+    calls = []
+
+    async def app(scope, receive, send):
+        calls.append((scope, receive, send))
+
+    async def receive():
+        return {}
+
+    async def send(message):
+        pass
+
+    middleware = EventMiddleware(app)
+    for kind in ("websocket", "custom"):
+        scope = {"type": kind, "path": "/ws", "headers": []}
+        asyncio.run(middleware(scope, receive, send))
+        assert calls[-1] == (scope, receive, send)
+        assert STATE_KEY not in scope
+    assert tracked == []
+
+
+def test_websocket_through_starlette_is_untouched(tracked):
+    async def echo(websocket):
+        await websocket.accept()
+        await websocket.send_text(await websocket.receive_text())
+        await websocket.close()
+
+    app = EventMiddleware(Starlette(routes=[WebSocketRoute("/ws", echo)]))
+    with TestClient(app) as client, client.websocket_connect("/ws") as ws:
+        ws.send_text("ping")
+        assert ws.receive_text() == "ping"
+    assert request_events(tracked) == []
+
+
+class LifespanDriver:
+    """Plays the server's side of lifespan; records what the app answered and what was delivered then."""
+
+    def __init__(self, sink):
+        self.sink = sink
+        self.incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+        self.sent = []
+        self.delivered_at_shutdown = None
+
+    async def receive(self):
+        return self.incoming.pop(0)
+
+    async def send(self, message):
+        if message["type"] == "lifespan.shutdown.complete":
+            self.delivered_at_shutdown = [e.name for e in self.sink.events]
+        self.sent.append(message["type"])
+
+
+def test_lifespan_shutdown_flushes_before_the_app_completes(sink):
+    evmiddleware.configure(providers=[sink], flush_interval=3600)  # only a flush can deliver now
+    driver = LifespanDriver(sink)
+
+    async def app(scope, receive, send):
+        assert (await receive())["type"] == "lifespan.startup"
+        await send({"type": "lifespan.startup.complete"})
+        assert (await receive())["type"] == "lifespan.shutdown"
+        evmiddleware.track("shutting_down", anonymous_id="ops")
+        await send({"type": "lifespan.shutdown.complete"})
+
+    asyncio.run(EventMiddleware(app)({"type": "lifespan"}, driver.receive, driver.send))
+    assert driver.sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert driver.delivered_at_shutdown == ["shutting_down"]
+
+
+@pytest.mark.parametrize("behaviour", ["raises", "returns"])
+def test_lifespan_is_spoken_for_apps_that_do_not(sink, behaviour):
+    evmiddleware.configure(providers=[sink], flush_interval=3600)
+    evmiddleware.track("queued", anonymous_id="v")
+    driver = LifespanDriver(sink)
+
+    async def app(scope, receive, send):  # like Django's ASGI handler, or a bare app
+        if behaviour == "raises":
+            raise ValueError("only http")
+
+    asyncio.run(EventMiddleware(app)({"type": "lifespan"}, driver.receive, driver.send))
+    assert driver.sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert driver.delivered_at_shutdown == ["queued"]
+
+
+def test_starlette_lifespan_passes_through(sink):
+    events = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        events.append("startup")
+        yield
+        events.append("shutdown")
+
+    app = EventMiddleware(
+        Starlette(routes=[Route("/", lambda r: PlainTextResponse("ok"))], lifespan=lifespan)
+    )
+    with TestClient(app) as client:
+        assert client.get("/").text == "ok"
+    assert events == ["startup", "shutdown"]
+    assert [e.name for e in sink.events] == ["http_request"]  # delivered by the shutdown flush
+
+
+# -- Starlette and FastAPI ----------------------------------------------------------------------
+def item(request):
+    return JSONResponse({"item": request.path_params["item_id"]})
+
+
+def starlette_app(**options):
+    inner = Starlette(
+        routes=[Route("/users/{user_id}", lambda r: PlainTextResponse(r.path_params["user_id"]))]
+    )
+    return EventMiddleware(
+        Starlette(routes=[Route("/items/{item_id:int}", item), Mount("/api", app=inner)]), **options
+    )
+
+
+def test_starlette_route_template_is_recorded(tracked):
+    with TestClient(starlette_app()) as client:
+        assert client.get("/items/42").json() == {"item": 42}
+        assert client.get("/api/users/7").text == "7"
+        assert client.get("/nowhere").status_code == 404
+    routes = [(e.properties["path"], e.properties["route"], e.properties["status_code"]) for e in tracked]
+    assert routes == [
+        ("/items/42", "/items/{item_id}", 200),
+        ("/api/users/7", "/api/users/{user_id}", 200),
+        ("/nowhere", "/nowhere", 404),  # no route matched: the raw path
+    ]
+
+
+def test_fastapi_route_template_is_recorded(tracked):
+    fastapi = pytest.importorskip("fastapi")
+    api = fastapi.FastAPI()
+
+    @api.get("/orders/{order_id}")
+    def order(order_id: int):
+        return {"order": order_id}
+
+    with TestClient(EventMiddleware(api)) as client:
+        assert client.get("/orders/5").json() == {"order": 5}
+    assert request_events(tracked)[0].properties["route"] == "/orders/{order_id}"
+
+
+def test_starlette_exception_records_500_and_reaches_the_server(tracked):
+    def boom(request):
+        raise ZeroDivisionError
+
+    app = EventMiddleware(Starlette(routes=[Route("/boom", boom)]))
+    with TestClient(app, raise_server_exceptions=True) as client, pytest.raises(ZeroDivisionError):
+        client.get("/boom")
+    (event,) = request_events(tracked)
+    assert (event.properties["status_code"], event.properties["error_type"]) == (500, "ZeroDivisionError")
+
+
+def test_a_5xx_response_waits_for_the_exception_but_keeps_its_duration(tracked, clock):
+    async def app(scope, receive, send):  # what Starlette's ServerErrorMiddleware does
+        await send({"type": "http.response.start", "status": 500, "headers": []})
+        clock.advance(0.005)
+        await send({"type": "http.response.body", "body": b"Internal Server Error"})
+        clock.advance(1.0)
+        raise KeyError("late")
+
+    with pytest.raises(KeyError):
+        run_asgi(EventMiddleware(app), http_scope())
+    (event,) = request_events(tracked)
+    assert event.properties["error_type"] == "KeyError"
+    assert event.properties["duration_ms"] == 5.0
+
+
+def test_a_5xx_response_without_exception_is_recorded_when_the_app_returns(tracked):
+    run_asgi(EventMiddleware(make_raw_app(status=503)), http_scope())
+    (event,) = request_events(tracked)
+    assert event.properties["status_code"] == 503 and "error_type" not in event.properties
+
+
+def test_starlette_streaming_response_counted_once(tracked):
+    async def chunks():
+        for part in ("a", "b", "c"):
+            yield part
+
+    app = EventMiddleware(Starlette(routes=[Route("/stream", lambda r: StreamingResponse(chunks()))]))
+    with TestClient(app) as client:
+        assert client.get("/stream").text == "abc"
+    assert len(request_events(tracked)) == 1
+
+
+# -- the request context -------------------------------------------------------------------------
+def test_context_in_a_sync_handler_run_in_starlettes_thread_pool(tracked):
+    threads = []
+
+    def handler(request):  # Starlette runs sync endpoints with run_in_threadpool
+        threads.append(threading.current_thread())
+        evmiddleware.track("viewed")
+        evmiddleware.identify("user-1")
+        evmiddleware.track("after_login")
+        return PlainTextResponse("ok")
+
+    app = EventMiddleware(Starlette(routes=[Route("/", handler)]))
+    with TestClient(app, cookies={"ev_anon_id": "anon-1"}) as client:
+        client.get("/")
+    assert threads[0] is not threading.main_thread()
+    ids = [(e.name, e.anonymous_id, e.user_id) for e in tracked]
+    assert ids == [
+        ("viewed", "anon-1", None),
+        ("identify", "anon-1", "user-1"),
+        ("after_login", "anon-1", "user-1"),
+        ("http_request", "anon-1", "user-1"),  # identify() inside the thread reached the middleware
+    ]
+    assert tracked[0].context == {"method": "GET", "path": "/"}
+
+
+def test_context_in_asgiref_sync_to_async_and_in_spawned_tasks(tracked):
+    def sync_work():
+        evmiddleware.track("in_thread")
+
+    async def task_work():
+        evmiddleware.track("in_task")
+
+    async def app(scope, receive, send):
+        await sync_to_async(sync_work, thread_sensitive=False)()
+        await asyncio.create_task(task_work())
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    run_asgi(EventMiddleware(app), http_scope(headers=[(b"cookie", b"ev_anon_id=anon-2")]))
+    assert [(e.name, e.anonymous_id) for e in tracked] == [
+        ("in_thread", "anon-2"),
+        ("in_task", "anon-2"),
+        ("http_request", "anon-2"),
+    ]
+
+
+def test_context_never_leaks_into_the_next_request(tracked):
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(evmiddleware.current_request())
+        await make_raw_app()(scope, receive, send)
+
+    middleware = EventMiddleware(app)
+
+    async def two_requests():
+        for cookie in (b"ev_anon_id=first", b"ev_anon_id=second"):
+            await middleware(http_scope(headers=[(b"cookie", cookie)]), _receive, _drop)
+            assert evmiddleware.current_request() is None
+
+    asyncio.run(two_requests())
+    assert [ctx.anonymous_id for ctx in seen] == ["first", "second"]
+
+
+async def _receive():
+    return {"type": "http.request", "body": b""}
+
+
+async def _drop(message):
+    pass
+
+
+def test_skip_request_from_the_handler(tracked):
+    async def app(scope, receive, send):
+        evmiddleware.skip_request()
+        await make_raw_app()(scope, receive, send)
+
+    result = run_asgi(EventMiddleware(app), http_scope())
+    assert result.status == 200 and request_events(tracked) == []
+
+
+def test_doubly_wrapped_app_tracks_once(tracked):
+    result = run_asgi(EventMiddleware(EventMiddleware(make_raw_app())), http_scope())
+    assert len(result.set_cookies) == 1
+    assert len(request_events(tracked)) == 1
+
+
+def test_user_id_resolver_gets_the_scope(tracked):
+    app = EventMiddleware(make_raw_app(), user_id_resolver=lambda scope: scope.get("user"))
+    scope = http_scope()
+    scope["user"] = "u-9"
+    run_asgi(app, scope)
+    assert request_events(tracked)[0].user_id == "u-9"
+
+
+# -- the anonymous-id cookie -------------------------------------------------------------------
+def test_new_visitor_gets_a_cookie_once_and_keeps_it(tracked):
+    app = EventMiddleware(make_raw_app())
+    first = run_asgi(app, http_scope())
+    (set_cookie,) = first.set_cookies
+    assert set_cookie.endswith("; Path=/; Max-Age=31536000; SameSite=Lax; HttpOnly")
+    anon = cookie_of(set_cookie)
+    second = run_asgi(app, http_scope(headers=[(b"cookie", f"theme=dark; ev_anon_id={anon}".encode())]))
+    assert second.set_cookies == []
+    assert [e.anonymous_id for e in request_events(tracked)] == [anon, anon]
+
+
+@pytest.mark.parametrize("bad", ["<script>", "a" * 129, "has%20space", "semi\\colon"])
+def test_an_invalid_cookie_is_replaced_never_echoed(tracked, bad):
+    result = run_asgi(
+        EventMiddleware(make_raw_app()), http_scope(headers=[(b"cookie", f"ev_anon_id={bad}".encode())])
+    )
+    (set_cookie,) = result.set_cookies
+    new = cookie_of(set_cookie)
+    assert new != bad and bad not in set_cookie
+    assert request_events(tracked)[0].anonymous_id == new
+
+
+def test_a_browser_sdk_id_is_adopted_and_kept(tracked):
+    result = run_asgi(
+        EventMiddleware(make_raw_app()), http_scope(headers=[(b"cookie", b"uf-anonymousId=uf-abc")])
+    )
+    assert cookie_of(result.set_cookies[0]) == "uf-abc"
+    assert request_events(tracked)[0].anonymous_id == "uf-abc"
+
+
+def test_adoption_can_be_turned_off(tracked):
+    app = EventMiddleware(make_raw_app(), adopt_cookies=())
+    result = run_asgi(app, http_scope(headers=[(b"cookie", b"uf-anonymousId=uf-abc")]))
+    assert cookie_of(result.set_cookies[0]) != "uf-abc"
+
+
+def test_cookie_name_max_age_and_domain_are_configurable():
+    app = EventMiddleware(make_raw_app(), cookie_name="vid", cookie_max_age=60, cookie_domain="example.com")
+    (set_cookie,) = run_asgi(app, http_scope()).set_cookies
+    assert (
+        set_cookie.startswith("vid=")
+        and "; Max-Age=60;" in set_cookie
+        and set_cookie.endswith("; Domain=example.com")
+    )
+
+
+@pytest.mark.parametrize(
+    ("scheme", "client", "forwarded", "secure"),
+    [
+        ("https", ("203.0.113.5", 1), None, True),
+        ("http", ("203.0.113.5", 1), b"https", False),  # anyone can send the header
+        ("http", ("10.0.0.1", 1), b"https", True),  # from the trusted proxy
+        ("http", ("10.0.0.1", 1), b"http", False),
+        ("http", ("10.0.0.1", 1), b"https, http", False),  # our proxy says http (the last value)
+        ("http", None, b"https", False),
+    ],
+)
+def test_secure_only_over_https_or_behind_a_trusted_proxy(scheme, client, forwarded, secure):
+    app = EventMiddleware(make_raw_app(), trusted_proxies=("10.0.0.0/24",))
+    headers = [(b"x-forwarded-proto", forwarded)] if forwarded else []
+    (set_cookie,) = run_asgi(app, http_scope(scheme=scheme, client=client, headers=headers)).set_cookies
+    assert set_cookie.endswith("; Secure") is secure
+
+
+def test_global_privacy_control_means_no_event_and_no_cookie(tracked):
+    plain = run_asgi(make_raw_app(), http_scope())
+    result = run_asgi(EventMiddleware(make_raw_app()), http_scope(headers=[(b"sec-gpc", b"1")]))
+    assert result.messages == plain.messages
+    assert tracked == []
+
+
+def test_excluded_path_gets_nothing(tracked):
+    result = run_asgi(EventMiddleware(make_raw_app(), exclude_paths=("/health",)), http_scope("/health"))
+    assert result.set_cookies == [] and tracked == []
+
+
+# -- whatever the client sends ------------------------------------------------------------------
+header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=300)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    cookie=header_text,
+    path=st.text(max_size=200).map(lambda p: "/" + p),
+    query=st.binary(max_size=200),
+    user_agent=header_text,
+)
+def test_arbitrary_requests_never_break_a_response(cookie, path, query, user_agent):
+    headers = [(b"cookie", cookie.encode("latin-1")), (b"user-agent", user_agent.encode("latin-1"))]
+    scope = http_scope(path, query=query, headers=headers)
+    plain = run_asgi(make_raw_app(), dict(scope))
+    wrapped = run_asgi(EventMiddleware(make_raw_app(), install_signal_handler=False), dict(scope))
+    assert wrapped.body == plain.body and wrapped.status == plain.status
+    for set_cookie in wrapped.set_cookies:  # a new uuid or an adopted id, always a valid one
+        assert is_valid_id(cookie_of(set_cookie))
+    assert capture_module.errors() == {}
+
+
+# -- less common response shapes ----------------------------------------------------------------
+def test_trailers_and_pathsend_end_the_response_where_asgi_says(tracked):
+    seen = []
+
+    async def with_trailers(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+        await send({"type": "http.response.body", "body": b"x"})
+        seen.append(len(request_events(tracked)))  # the body is done, the trailers are not
+        await send({"type": "http.response.trailers", "headers": [], "more_trailers": False})
+        seen.append(len(request_events(tracked)))
+
+    async def with_pathsend(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.pathsend", "path": "/dev/null"})
+        seen.append(len(request_events(tracked)))
+
+    run_asgi(EventMiddleware(with_trailers), http_scope())
+    run_asgi(EventMiddleware(with_pathsend), http_scope())
+    assert seen == [0, 1, 2]
+
+
+def test_cookies_split_over_several_header_fields_are_read(tracked):
+    headers = [(b"cookie", b"a=1"), (b"cookie", b"ev_anon_id=split-visitor")]
+    result = run_asgi(EventMiddleware(make_raw_app()), http_scope(headers=headers))
+    assert result.set_cookies == []
+    assert request_events(tracked)[0].anonymous_id == "split-visitor"
+
+
+@pytest.mark.parametrize(
+    ("path", "template"),
+    [
+        ("/items/{item_id:int}", "/items/{item_id}"),
+        ("/a/{x:path}/b/{y}", "/a/{x}/b/{y}"),
+        ("/plain", "/plain"),
+        ("/time:now/{x}", "/time:now/{x}"),
+    ],
+)
+def test_route_converters_are_dropped_from_templates(path, template):
+    from evmiddleware.asgi import _strip_converters
+
+    assert _strip_converters(path) == template
+
+
+def test_klaviyo_exchange_id_travels_as_an_alias_on_every_request(tracked):
+    import base64
+    import json
+
+    kla = base64.b64encode(json.dumps({"$exchange_id": "kx.Abc"}).encode()).decode()
+    app = EventMiddleware(make_raw_app())
+    cookie = f"ev_anon_id=known; __kla_id={kla}".encode()
+    run_asgi(app, http_scope(headers=[(b"cookie", cookie)]))
+    (event,) = request_events(tracked)
+    assert event.anonymous_id == "known"  # ours is kept; Klaviyo's id joins as an alias
+    assert event.aliases == {"klaviyo_exchange_id": "kx.Abc"}

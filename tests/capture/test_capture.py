@@ -1,0 +1,305 @@
+"""The framework-neutral core: options, filters, consent, privacy, the event's properties."""
+
+from __future__ import annotations
+
+import pytest
+from capture_helpers import request_events
+
+import evmiddleware
+from evmiddleware import capture as capture_module
+from evmiddleware.capture import Capture, CaptureOptions, looks_secret
+from evmiddleware.errors import ConfigurationError
+
+UA = "Mozilla/5.0 (test)"
+
+
+def start(capture: Capture, path: str = "/", query: str = "", method: str = "GET", **headers: str):
+    return capture.start(method, "http", path, query, {k.replace("_", "-"): v for k, v in headers.items()})
+
+
+def test_one_event_with_the_documented_properties(tracked, clock):
+    capture = Capture()
+    state = start(
+        capture,
+        "/items/3",
+        "utm_source=news&utm_medium=mail&q=shoes&token=abc&utm_campaign=spring%20sale",
+        user_agent=UA,
+        referer="https://example.org/page?session=secret#frag",
+        cookie="ev_anon_id=visitor-1",
+        x_custom="nope",
+    )
+    assert state is not None and state.set_cookie is None
+    clock.advance(0.0125)
+    state.status = 200
+    capture.finish(state)
+    (event,) = request_events(tracked)
+    assert event.anonymous_id == "visitor-1"
+    assert event.user_id is None
+    assert event.properties == {
+        "method": "GET",
+        "path": "/items/3",
+        "route": "/items/3",
+        "status_code": 200,
+        "duration_ms": 12.5,
+        "user_agent": UA,
+        "referrer": "https://example.org/page",
+        "utm_source": "news",
+        "utm_medium": "mail",
+        "utm_campaign": "spring sale",
+    }
+
+
+def test_finish_records_once(tracked):
+    capture = Capture()
+    state = start(capture)
+    capture.finish(state, 200)
+    capture.finish(state, 500)
+    assert [e.properties["status_code"] for e in request_events(tracked)] == [200]
+
+
+def test_configured_headers_query_params_and_ip_are_captured(tracked):
+    capture = Capture(capture_headers=("X-Plan",), capture_query_params=("ref",), capture_ip=True)
+    state = capture.start("GET", "http", "/", "ref=ad1&other=x", {"x-plan": "pro"}, "10.1.2.3")
+    capture.finish(state, 200)
+    props = request_events(tracked)[0].properties
+    assert props["header_x_plan"] == "pro"
+    assert props["query_ref"] == "ad1"
+    assert props["ip"] == "10.1.2.3"
+    assert "query_other" not in props
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["token", "password", "api_key", "auth", "session_id", "code", "secret", "Authorization", "cookie"],
+)
+def test_secret_looking_names_cannot_be_configured(name):
+    assert looks_secret(name)
+    with pytest.raises(ConfigurationError, match="credential"):
+        CaptureOptions(capture_query_params=(name,))
+    with pytest.raises(ConfigurationError, match="credential"):
+        CaptureOptions(capture_headers=(name,))
+
+
+def test_secret_looking_utm_keys_are_never_captured(tracked):
+    capture = Capture()
+    state = start(capture, "/", "utm_token=abc&utm_source=x")
+    capture.finish(state, 200)
+    props = request_events(tracked)[0].properties
+    assert "utm_token" not in props
+    assert props["utm_source"] == "x"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"sample_rate": 1.5},
+        {"sample_rate": "often"},
+        {"event_name": ""},
+        {"cookie_name": "a b"},
+        {"cookie_max_age": -1},
+        {"cookie_domain": "bad domain"},
+        {"trusted_proxies": ("not-an-ip",)},
+        {"exclude_regexes": ("(",)},
+        {"exclude_status_codes": ("four hundred",)},
+        {"consent": "yes"},
+        {"no_such_option": 1},
+    ],
+)
+def test_misconfiguration_fails_at_start_up(overrides):
+    with pytest.raises(ConfigurationError):
+        Capture(**overrides)
+
+
+def test_options_accept_lists_and_comma_separated_strings():
+    options = CaptureOptions(exclude_paths="/health, /static", exclude_methods=["options"])
+    assert options.exclude_paths == ("/health", "/static")
+    assert options.exclude_methods == ("options",)
+    assert CaptureOptions(adopt_cookies=False).adopt_cookies == ()
+
+
+def test_exclude_paths_default_to_the_configured_setting(monkeypatch):
+    evmiddleware.configure(providers=[], exclude_paths="/health,/static", local_sink="memory")
+    capture = Capture()
+    assert capture.options.exclude_paths == ("/health", "/static")
+    assert Capture(exclude_paths=()).options.exclude_paths == ()
+
+
+def test_flush_timeout_defaults_to_the_shutdown_timeout():
+    evmiddleware.configure(local_sink="memory", shutdown_timeout=3.5)
+    assert Capture().flush_timeout == 3.5
+    assert Capture(flush_timeout=1.0).flush_timeout == 1.0
+
+
+@pytest.mark.parametrize(
+    ("options", "method", "path", "tracked_at_all"),
+    [
+        ({"exclude_paths": ("/health",)}, "GET", "/health", False),
+        ({"exclude_paths": ("/health",)}, "GET", "/health/db", False),
+        ({"exclude_paths": ("/health",)}, "GET", "/", True),
+        ({"exclude_regexes": (r"\.(png|css)$",)}, "GET", "/a/b.png", False),
+        ({"exclude_regexes": (r"\.(png|css)$",)}, "GET", "/a/b.html", True),
+        ({"exclude_methods": ("options", "HEAD")}, "OPTIONS", "/", False),
+        ({"exclude_methods": ("options", "HEAD")}, "GET", "/", True),
+    ],
+)
+def test_excluded_requests_are_not_tracked_at_all(options, method, path, tracked_at_all):
+    state = Capture(**options).start(method, "http", path, "", {})
+    assert (state is not None) is tracked_at_all
+
+
+def test_excluded_status_codes_set_the_cookie_but_record_nothing(tracked):
+    capture = Capture(exclude_status_codes=(404,))
+    state = start(capture)
+    assert state.set_cookie is not None
+    capture.finish(state, 404)
+    assert request_events(tracked) == []
+
+
+def test_sampling_keeps_the_visitor_but_drops_the_automatic_event(tracked, monkeypatch):
+    capture = Capture(sample_rate=0.25)
+    draws = iter([0.9, 0.1])
+    monkeypatch.setattr(capture_module, "_random", lambda: next(draws))
+    out = start(capture, cookie="ev_anon_id=v1")
+    kept = start(capture, cookie="ev_anon_id=v1")
+    assert out.ctx.anonymous_id == "v1" and not out.ctx.tracked
+    capture.finish(out, 200)
+    capture.finish(kept, 200)
+    assert len(request_events(tracked)) == 1
+
+
+def test_sample_rate_zero_records_no_automatic_event(tracked):
+    capture = Capture(sample_rate=0)
+    state = start(capture)
+    assert state.set_cookie is not None and not state.ctx.tracked
+
+
+def test_skip_request_from_the_handler_suppresses_the_event(tracked):
+    capture = Capture()
+    state = start(capture)
+    state.ctx.tracked = False  # what evmiddleware.skip_request() does inside the request
+    capture.finish(state, 200)
+    assert request_events(tracked) == []
+
+
+def test_global_privacy_control_opts_out_without_a_cookie():
+    capture = Capture()
+    assert start(capture, sec_gpc="1") is None
+    assert start(capture, dnt="1") is not None
+    assert Capture(respect_dnt=True).start("GET", "http", "/", "", {"dnt": "1"}) is None
+
+
+def test_consent_hook_overrides_the_default():
+    seen = []
+
+    def consent(request):
+        seen.append(request)
+        return request == "consented"
+
+    capture = Capture(consent=consent)
+    assert capture.start("GET", "http", "/", "", {"sec-gpc": "1"}, None, "consented") is not None
+    assert capture.start("GET", "http", "/", "", {}, None, "refused") is None
+    assert seen == ["consented", "refused"]
+
+
+def test_failing_hooks_are_counted_and_never_break_the_request(tracked):
+    def boom(request):
+        raise RuntimeError("hook bug")
+
+    assert Capture(consent=boom).start("GET", "http", "/", "", {}) is None  # fails closed
+    capture = Capture(user_id_resolver=boom, route_resolver=boom)
+    state = start(capture)
+    capture.finish(state, 200)
+    (event,) = request_events(tracked)
+    assert event.user_id is None and event.properties["route"] == "/"
+    assert capture_module.errors() == {"consent": 1, "user_id": 1, "route": 1}
+    capture_module.reset_errors()
+
+
+def test_user_id_resolver_and_route_resolver(tracked):
+    capture = Capture(user_id_resolver=lambda request: 42, route_resolver=lambda request: "/items/{id}")
+    state = start(capture, "/items/7")
+    capture.finish(state, 200)
+    (event,) = request_events(tracked)
+    assert event.user_id == "42"
+    assert event.properties["route"] == "/items/{id}"
+
+
+def test_route_and_user_id_set_on_the_state_win(tracked):
+    capture = Capture(route_resolver=lambda request: "/resolver")
+    state = start(capture, "/items/7")
+    state.route = "/items/{item_id}"
+    state.user_id = "u1"
+    assert state.ctx.facts["route"] == "/items/{item_id}"
+    capture.finish(state, 200)
+    (event,) = request_events(tracked)
+    assert (event.user_id, event.properties["route"]) == ("u1", "/items/{item_id}")
+
+
+def test_errors_and_disconnects_are_recorded(tracked):
+    capture = Capture()
+    failed = start(capture)
+    failed.status = 200
+    capture.finish(failed, error=KeyError("x"))
+    gone_early = start(capture)
+    capture.finish(gone_early, disconnected=True)
+    gone_late = start(capture)
+    gone_late.status = 200
+    gone_late.disconnected = True
+    capture.finish(gone_late)
+    no_response = start(capture)
+    capture.finish(no_response)
+    props = [e.properties for e in request_events(tracked)]
+    assert [(p["status_code"], p.get("error_type"), p.get("disconnected")) for p in props] == [
+        (500, "KeyError", None),
+        (499, None, True),
+        (200, None, True),
+        (500, None, None),
+    ]
+
+
+def test_tracking_disabled_means_no_capture():
+    evmiddleware.configure(disabled=True, local_sink="memory")
+    assert start(Capture()) is None
+
+
+def test_an_exception_inside_finish_is_caught_and_counted(monkeypatch):
+    capture = Capture()
+    state = start(capture)
+
+    def broken(*args):
+        raise RuntimeError("encoder bug")
+
+    monkeypatch.setattr(capture_module, "record_request_event", broken)
+    capture.finish(state, 200)
+    assert capture_module.errors() == {"finish": 1}
+    capture_module.reset_errors()
+
+
+def test_the_environ_and_scope_helpers_read_the_same_facts(tracked):
+    capture = Capture(trusted_proxies=("10.0.0.0/8",), capture_headers=("content-type",))
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "/app",
+        "PATH_INFO": "/caf\xc3\xa9",  # PEP 3333: UTF-8 bytes as latin-1
+        "QUERY_STRING": "utm_source=x",
+        "wsgi.url_scheme": "http",
+        "REMOTE_ADDR": "10.0.0.2",
+        "HTTP_X_FORWARDED_PROTO": "https",
+        "CONTENT_TYPE": "text/plain",
+        "HTTP_COOKIE": "a=1",
+    }
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/app/café",
+        "query_string": b"utm_source=x",
+        "headers": [(b"x-forwarded-proto", b"https"), (b"content-type", b"text/plain"), (b"cookie", b"a=1")],
+        "client": ("10.0.0.2", 1234),
+    }
+    from_environ = capture.start_environ(environ)
+    from_scope = capture.start_scope(scope)
+    assert from_environ.props == from_scope.props
+    assert from_environ.props["path"] == "/app/café"
+    assert from_environ.set_cookie.endswith("; Secure") and from_scope.set_cookie.endswith("; Secure")
+    assert from_environ.request is environ and from_scope.request is scope
