@@ -69,7 +69,21 @@ def new_event_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_known_names: dict[str, str] = {}
+
+
 def _clean_name(name: object) -> str:
+    # Apps use a few dozen names over and over: remember the clean form of each (bounded).
+    known = _known_names.get(name) if type(name) is str else None
+    if known is not None:
+        return known
+    clean = _check_name(name)
+    if len(_known_names) < 1024:
+        _known_names[name] = clean  # type: ignore[index]
+    return clean
+
+
+def _check_name(name: object) -> str:
     if not isinstance(name, str):
         raise EventError("invalid_name", f"event name must be a string, not {type(name).__name__}")
     name = name.strip()
@@ -84,6 +98,8 @@ def clean_id(value: object, field: str) -> str | None:
     """User and anonymous ids: strings (ints are accepted and converted), at most 255 characters."""
     if value is None:
         return None
+    if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and value[0] > " " and value[-1] > " ":
+        return value  # the common case, already clean
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):

@@ -20,7 +20,8 @@ from .errors import EventError
 
 JSONValue = Any  # str | int | float | bool | None | list[JSONValue] | dict[str, JSONValue]
 
-_SCALARS = (str, int, bool, type(None))
+_OTHER_SAFE = frozenset((int, bool, type(None)))
+_isfinite = math.isfinite
 _DROP = object()
 
 DropCallback = Callable[[str, str], None]
@@ -41,13 +42,20 @@ def normalize_properties(
         raise EventError(
             "invalid_properties", f"properties must be a mapping, not {type(properties).__name__}"
         )
-    # Fast path: flat and already JSON-safe. ``type(v) in`` is exact on purpose (no subclasses, Enums).
-    size = 2
+    # Fast path: flat and already JSON-safe. Exact ``type`` checks on purpose (no subclasses, Enums).
+    size = 2 + 8 * len(properties)
     for key, value in properties.items():
-        tv = type(value)
-        if type(key) is not str or not (tv in _SCALARS or (tv is float and math.isfinite(value))):
+        kind = type(value)
+        if kind is str:
+            size += len(value)
+        elif kind is float:
+            if not _isfinite(value):
+                break
+        elif kind not in _OTHER_SAFE:
             break
-        size += len(key) + (len(value) if tv is str else 8) + 6
+        if type(key) is not str:
+            break
+        size += len(key)
     else:
         result = dict(properties)
         if size * 4 > max_bytes:  # chars can take up to 4 bytes: measure exactly only when it may matter
