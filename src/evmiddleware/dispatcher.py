@@ -74,6 +74,10 @@ class Dispatcher:
 
     # -- any thread ----------------------------------------------------------------------------
     @property
+    def spool_errors(self) -> int:
+        return self._spool.errors if self._spool is not None else 0
+
+    @property
     def started(self) -> bool:
         return self._thread is not None
 

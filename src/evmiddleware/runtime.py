@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 from collections import Counter
 from collections.abc import Mapping
@@ -104,9 +105,12 @@ class Runtime:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             dropped = dict(self.dropped)
+        capture = sys.modules.get("evmiddleware.capture")  # only when a middleware is in use
         return {
             "providers": {lane.name: lane.snapshot() for lane in self.lanes},
             "dropped": dropped,
+            "capture_errors": capture.errors() if capture is not None else {},
+            "spool_errors": self.dispatcher.spool_errors,
             "disabled": self.disabled,
         }
 
