@@ -20,6 +20,36 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+class _RedactingFilter(logging.Filter):
+    """Removes our providers' secrets from another library's log records.
+
+    httpx logs every request's URL at INFO, and Klaviyo's client API takes its key in the URL.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: frozenset[str] = frozenset()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            cleaned = redact(message, self.secrets)
+            if cleaned != message:
+                record.msg, record.args = cleaned, None
+        return True
+
+
+_http_filter = _RedactingFilter()
+
+
+def hide_in_http_logs(secrets: Iterable[str]) -> None:
+    """Redact ``secrets`` from the ``httpx`` logger's records from now on (idempotent)."""
+    _http_filter.secrets = _http_filter.secrets.union(s for s in secrets if s)
+    http_logger = logging.getLogger("httpx")
+    if _http_filter not in http_logger.filters:
+        http_logger.addFilter(_http_filter)
+
+
 class RateLimitedLog:
     """Logs a given key at most once per ``interval`` seconds, then says how many were suppressed.
 

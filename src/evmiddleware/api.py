@@ -8,11 +8,12 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, TypeVar, cast, overload
 
 from . import runtime as _rt
 from ._log import limited
-from .context import RequestContext, _current
+from .context import RequestContext, _current, _looked_up
 from .errors import ConfigurationError, EventError
 from .events import Event, make_event
 from .signals import event_tracked
@@ -20,6 +21,9 @@ from .signals import event_tracked
 __all__ = ["configure", "flush", "identify", "shutdown", "stats", "track", "tracked"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Shared by every event without request facts or aliases (two new empty dicts per event: 128 bytes).
+_NONE: Mapping[str, Any] = MappingProxyType({})
 
 
 def configure(**settings: Any) -> None:
@@ -59,10 +63,10 @@ def _emit(
     if runtime.disabled:
         return None
     try:
-        ctx = _current.get() if request else None
-        context: Mapping[str, Any] = {}
+        ctx = (_current.get() or _looked_up()) if request else None
+        context: Mapping[str, Any] = _NONE
         if aliases is None:
-            aliases = {}
+            aliases = _NONE
         if ctx is not None:
             aliases = ctx.aliases
             if user_id is None:
@@ -145,7 +149,7 @@ def identify(user_id: str, **traits: Any) -> str | None:
 
         evmiddleware.identify(str(user.pk), email=user.email)
     """
-    ctx = _current.get()
+    ctx = _current.get() or _looked_up()
     if ctx is not None and user_id is not None:
         ctx.user_id = str(user_id)
         ctx.identified = True

@@ -38,6 +38,7 @@ _CORE: dict[str, Callable[[Any], Any]] = {
     "local_sink": str,
     "spool": optional_str,
     "spool_interval": positive_float,
+    "spool_lease": positive_float,
     "disabled": parse_bool,
     "strict": parse_bool,
     "max_event_bytes": positive_int,
@@ -62,6 +63,8 @@ class Settings:
     local_sink: str = "log"
     spool: str | None = None
     spool_interval: float = 0.1
+    #: Seconds a process holds spooled rows without renewing before another process may take them.
+    spool_lease: float = 30.0
     disabled: bool = False
     strict: bool = False
     max_event_bytes: int = 32 * 1024

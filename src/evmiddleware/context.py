@@ -8,12 +8,12 @@ that copied the context would never come back to the middleware, a mutation does
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any
 
-__all__ = ["RequestContext", "current_request", "request_context", "skip_request"]
+__all__ = ["RequestContext", "add_lookup", "current_request", "request_context", "skip_request"]
 
 
 class RequestContext:
@@ -45,11 +45,36 @@ class RequestContext:
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("evmiddleware_request", default=None)
+_lookups: list[Callable[[], RequestContext | None]] = []
+
+
+def add_lookup(lookup: Callable[[], RequestContext | None]) -> None:
+    """Where else to find the request's context when none is current on this thread or task.
+
+    For a framework whose own request context travels where a ContextVar does not: Flask's
+    ``copy_current_request_context`` pushes it in another thread. Consulted only when the ContextVar
+    is empty; a lookup that raises counts as finding nothing. Adding the same one again does nothing::
+
+        add_lookup(lambda: my_framework_request().evmiddleware_context)
+    """
+    if lookup not in _lookups:
+        _lookups.append(lookup)
+
+
+def _looked_up() -> RequestContext | None:
+    for lookup in _lookups:
+        try:
+            ctx = lookup()
+        except Exception:
+            continue
+        if ctx is not None:
+            return ctx
+    return None
 
 
 def current_request() -> RequestContext | None:
     """The context of the request being served on this thread or task, if any."""
-    return _current.get()
+    return _current.get() or _looked_up()
 
 
 def enter(ctx: RequestContext) -> Token[RequestContext | None]:

@@ -5,16 +5,26 @@ the real WSGI and ASGI middleware; every event goes through the buffer and the d
 emulated APIs, with a few injected faults (a 503, a 429 with ``Retry-After``, a dropped connection)
 to show retries. The table at the end accounts for every event; the exit code is 0 only when each
 one was delivered or counted with a reason.
+
+When Flask, FastAPI or Django is installed and the example apps are found (``example_apps/`` in the
+current directory, or ``EVMIDDLEWARE_EXAMPLES_DIR``), some visitors browse those apps instead, in
+process, through each framework's test client; a plain install serves the raw WSGI and ASGI shop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
+import json
+import logging
 import os
 import random
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -43,9 +53,13 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _visit_plan(rng: random.Random, visitor: int) -> list[tuple[str, str, dict[str, Any] | None]]:
+Plan = list[tuple[str, str, dict[str, Any] | None]]
+Driver = Callable[[list[Plan]], int]
+
+
+def _visit_plan(rng: random.Random, visitor: int) -> Plan:
     """What one visitor does: browse, maybe sign in, maybe check out."""
-    plan: list[tuple[str, str, dict[str, Any] | None]] = [("GET", "/", None), ("GET", "/health", None)]
+    plan: Plan = [("GET", "/", None), ("GET", "/health", None)]
     plan += [("GET", f"/items/{rng.randint(1, 500)}", None) for _ in range(rng.randint(1, 4))]
     if rng.random() < 0.6:
         plan.append(("POST", "/login", {"user_id": f"user-{visitor}"}))
@@ -59,7 +73,7 @@ def _visit_plan(rng: random.Random, visitor: int) -> list[tuple[str, str, dict[s
     return plan
 
 
-def _drive_wsgi(plans: list[list[tuple[str, str, dict[str, Any] | None]]]) -> int:
+def _drive_wsgi(plans: list[Plan]) -> int:
     app = WsgiMiddleware(wsgi_app, route_resolver=route_of)
     requests = 0
     for plan in plans:
@@ -74,8 +88,9 @@ def _drive_wsgi(plans: list[list[tuple[str, str, dict[str, Any] | None]]]) -> in
     return requests
 
 
-async def _drive_asgi(plans: list[list[tuple[str, str, dict[str, Any] | None]]]) -> int:
-    app = AsgiMiddleware(asgi_app, route_resolver=route_of)
+async def _drive_asgi(plans: list[Plan], app: Any = None) -> int:
+    if app is None:
+        app = AsgiMiddleware(asgi_app, route_resolver=route_of)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     requests = 0
     for plan in plans:
@@ -84,6 +99,90 @@ async def _drive_asgi(plans: list[list[tuple[str, str, dict[str, Any] | None]]])
                 await client.request(method, path, json=body)
                 requests += 1
     return requests
+
+
+# -- the example apps, when their frameworks are installed -----------------------------------------
+def _examples_dir() -> Path | None:
+    configured = os.environ.get("EVMIDDLEWARE_EXAMPLES_DIR")
+    directory = Path(configured) if configured else Path.cwd() / "example_apps"
+    return directory if directory.is_dir() else None
+
+
+@contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """The frameworks log every ``/boom`` with its traceback; the demo provokes them on purpose."""
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [logger.disabled for logger in loggers]
+    for logger in loggers:
+        logger.disabled = True
+    try:
+        yield
+    finally:
+        for logger, disabled in zip(loggers, saved, strict=True):
+            logger.disabled = disabled
+
+
+def _flask_driver(app: Any) -> Driver:
+    def drive(plans: list[Plan]) -> int:
+        requests = 0
+        for plan in plans:
+            client = app.test_client()  # one cookie jar per visitor
+            for method, path, body in plan:
+                client.open(path, method=method, json=body).close()  # close(): the server's end
+                requests += 1
+        return requests
+
+    return drive
+
+
+def _fastapi_driver(app: Any) -> Driver:
+    return lambda plans: asyncio.run(_drive_asgi(plans, app))
+
+
+def _django_driver(client_class: Any) -> Driver:
+    def drive(plans: list[Plan]) -> int:
+        requests = 0
+        for plan in plans:
+            client = client_class(raise_request_exception=False)
+            for method, path, body in plan:
+                data = "" if body is None else json.dumps(body)
+                response = client.generic(method, path, data, content_type="application/json")
+                if response.streaming:
+                    b"".join(response.streaming_content)
+                response.close()
+                requests += 1
+        return requests
+
+    return drive
+
+
+def _example_drivers() -> list[tuple[str, Driver]]:
+    """The example apps whose framework is installed, loaded in process (after ``configure()``)."""
+    directory = _examples_dir()
+    if directory is None:
+        return []
+    if str(directory) not in sys.path:
+        sys.path.insert(0, str(directory))
+    drivers: list[tuple[str, Driver]] = []
+    loaders: list[tuple[str, str, Callable[[], Driver]]] = [
+        ("Flask", "flask", lambda: _flask_driver(importlib.import_module("flask_app").app)),
+        ("FastAPI", "fastapi", lambda: _fastapi_driver(importlib.import_module("fastapi_app").app)),
+        ("Django", "django", _load_django),
+    ]
+    for label, framework, load in loaders:
+        if importlib.util.find_spec(framework) is None:
+            continue
+        try:
+            drivers.append((label, load()))
+        except Exception as exc:  # an example that cannot load costs the demo that example only
+            print(f"  (skipping the {label} example app: {type(exc).__name__}: {exc})")
+    return drivers
+
+
+def _load_django() -> Driver:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_app.settings")
+    importlib.import_module("django").setup()
+    return _django_driver(importlib.import_module("django.test").Client)
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -109,10 +208,18 @@ def run_demo(visitors: int = 40, seed: int = 7) -> int:
         sandbox.inject("userflux", Fault("retry_after", retry_after=1))
         sandbox.inject("flywheel", Fault("close"))
         print(f"evmiddleware demo: {visitors} visitors against the sandbox at {sandbox.url}")
+        drivers: list[tuple[str, Driver]] = [
+            ("raw WSGI", _drive_wsgi),
+            ("raw ASGI", lambda share: asyncio.run(_drive_asgi(share))),
+            *_example_drivers(),
+        ]
         started = time.monotonic()
-        half = len(plans) // 2
-        requests = _drive_wsgi(plans[:half]) + asyncio.run(_drive_asgi(plans[half:]))
-        print(f"  {requests} requests served through the WSGI and ASGI middleware; delivering…")
+        served = []
+        with _quiet("flask_app", "django.request"):
+            for index, (label, drive) in enumerate(drivers):
+                served.append(f"{label} {drive(plans[index :: len(drivers)])}")
+        requests = sum(int(part.rsplit(" ", 1)[1]) for part in served)
+        print(f"  {requests} requests served ({', '.join(served)}); delivering…")
         delivered_all = api.flush(timeout=120)
         api.shutdown(10)
         elapsed = time.monotonic() - started

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import logging
 import threading
 import time
@@ -28,6 +29,27 @@ __all__ = ["Dispatcher"]
 
 #: How often an idle lane looks at its queue; the caller nudges it sooner when a batch's worth waits.
 TICK = 0.05
+
+#: What httpx imports only on first use: the dispatcher's client and first connection.
+_LAZY_HTTP_MODULES = (
+    "httpcore",
+    "httpcore._backends.anyio",
+    "anyio._backends._asyncio",
+    "certifi",
+    "sniffio",
+)
+
+
+def _import_http_stack() -> None:
+    """Import now, on the caller's thread, what the dispatcher thread would otherwise import.
+
+    A process forked while another thread is inside an import keeps that module half-initialised for
+    good: gunicorn ``--preload`` forks its workers while the master's dispatcher may be starting, and
+    a worker then failed on ``httpcore.AsyncConnectionPool`` and lost every event it tracked.
+    """
+    for name in _LAZY_HTTP_MODULES:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
 
 @dataclasses.dataclass
@@ -50,9 +72,12 @@ class Dispatcher:
         backoff: tuple[float, float] = (0.5, 30.0),
         spool_path: str | None = None,
         spool_interval: float = 0.1,
+        spool_lease: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        pass  # TEMP _import_http_stack()
         self._spool_path = spool_path
+        self._spool_lease = spool_lease
         # Lanes look at their queue at least this often, so queued events reach the spool in time.
         self._tick = min(TICK, spool_interval)
         self._backoff_base, self._backoff_cap = backoff
@@ -87,6 +112,16 @@ class Dispatcher:
                 return
             self._thread = threading.Thread(target=self._run, name="evmiddleware-dispatcher", daemon=True)
             self._thread.start()
+
+    def settle(self, timeout: float) -> None:
+        """Wait, up to ``timeout``, until a starting thread has its client (or has ended).
+
+        Called before the process forks: a fork while the thread creates its TLS context leaves the
+        child with an OpenSSL lock held for good, and the child's own dispatcher then never sends.
+        """
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            self._ready.wait(timeout)
 
     def nudge(self) -> None:
         """A queue holds a batch's worth: look now rather than at the next tick."""
@@ -131,12 +166,14 @@ class Dispatcher:
             asyncio.run(self._main())
         except Exception:  # never let the thread die silently
             logger.exception("evmiddleware: the dispatcher stopped on an error")
+        finally:
+            self._ready.set()  # whoever waits for the start (flush, stop, settle) need not wait longer
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         if self._spool_path is not None:
             try:
-                self._spool = Spool(self._spool_path)
+                self._spool = Spool(self._spool_path, lease_seconds=self._spool_lease)
             except Exception as exc:  # checked at start-up; a file that vanished since is not fatal
                 logger.error(
                     "evmiddleware: cannot open the spool %s (%s); memory only", self._spool_path, exc
@@ -163,9 +200,11 @@ class Dispatcher:
 
     async def _until_stopped(self, tasks: list[asyncio.Task[None]]) -> None:
         last_maintenance = self._clock()
+        # At least three renewals per lease, so a live process never loses its rows to another.
+        every = min(1.0, self._spool_lease / 3)
         while not self._stopping:
             await asyncio.sleep(TICK)
-            if self._spool is not None and self._clock() - last_maintenance >= 1.0:
+            if self._spool is not None and self._clock() - last_maintenance >= every:
                 # Keep our leases alive and adopt rows whose owner died.
                 last_maintenance = self._clock()
                 self._spool.renew()

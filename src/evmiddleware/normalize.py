@@ -38,7 +38,7 @@ def normalize_properties(
     """Return a JSON-safe copy of ``properties`` or raise :class:`EventError` (too deep or too large)."""
     if not properties:
         return {}
-    if not isinstance(properties, Mapping):
+    if type(properties) is not dict and not isinstance(properties, Mapping):  # ABC check: 0.2 µs
         raise EventError(
             "invalid_properties", f"properties must be a mapping, not {type(properties).__name__}"
         )
@@ -68,7 +68,10 @@ def normalize_properties(
 
 
 def _check_size(value: dict[str, JSONValue], max_bytes: int) -> None:
-    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    try:
+        size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    except ValueError as exc:  # an int of over 4,300 digits, a lone surrogate (UnicodeEncodeError)
+        raise EventError("invalid_properties", f"properties cannot be sent as JSON: {exc}") from None
     if size > max_bytes:
         raise EventError("too_large", f"properties take {size} bytes of JSON, over the limit of {max_bytes}")
 

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from ._log import limited, logger
+from ._log import hide_in_http_logs, limited, logger
 from .buffer import ProviderQueue
 from .config import Settings, load_settings
 from .dispatcher import Dispatcher
@@ -48,6 +48,7 @@ class Runtime:
             backoff=(settings.retry_base_delay, settings.retry_max_delay),
             spool_path=settings.spool,
             spool_interval=settings.spool_interval,
+            spool_lease=settings.spool_lease,
         )
         # A batch's worth waiting wakes the dispatcher early; below that it looks every tick.
         self._nudge_at = max(64, min(lane.limits.max_events for lane in self.lanes)) if self.lanes else 0
@@ -57,6 +58,7 @@ class Runtime:
         self.closed = False
         if settings.spool and not self.disabled:
             check_spool(settings.spool)
+        hide_in_http_logs(secret for provider in settings.providers for secret in provider.secrets())
 
     def start(self) -> None:
         """Start delivering now rather than at the first event (a spool may hold events to send)."""
@@ -160,13 +162,20 @@ def _install(runtime: Runtime) -> None:
         _hooks_installed = True
         atexit.register(_at_exit)
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_after_fork_in_child)
+            os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
 def _at_exit() -> None:
     runtime = _runtime
     if runtime is not None and not runtime.closed:
         runtime.shutdown(None)
+
+
+def _before_fork() -> None:
+    """Let a dispatcher that is starting finish its start-up first (bounded): see ``settle``."""
+    runtime = _runtime
+    if runtime is not None:
+        runtime.dispatcher.settle(2.0)
 
 
 def _after_fork_in_child() -> None:

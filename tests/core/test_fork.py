@@ -41,3 +41,21 @@ def test_child_gets_an_empty_buffer_and_parent_events_are_sent_once_by_the_paren
     names = [json.loads(line)["name"] for line in path.read_text().splitlines()]
     assert sorted(names) == ["from_child", "from_parent"]
     assert sys.platform != "win32"
+
+
+def test_a_child_forked_before_any_pipeline_draws_its_own_ids():
+    from evmiddleware.events import new_event_id
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write_end, new_event_id().encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    child_id = os.read(read_end, 100).decode()
+    os.close(read_end)
+    parent_id = new_event_id()
+    assert child_id[:24] != parent_id[:24]  # a different random prefix, not the parent's sequence

@@ -16,7 +16,7 @@ import email.utils
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import httpx
 
@@ -40,14 +40,31 @@ __all__ = [
 ]
 
 
+_UTC = dt.timezone.utc
+# json.dumps() with any non-default option builds a new JSONEncoder per call: a third of its cost.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
 def dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON, the form every provider accepts."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return _encode(value).encode()
 
 
 def iso_utc(timestamp: dt.datetime) -> str:
     """ISO 8601 in UTC with a ``Z`` and milliseconds: accepted by every provider that takes strings."""
-    return timestamp.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if timestamp.tzinfo is not _UTC:  # events carry this one already; anything else is converted
+        timestamp = timestamp.astimezone(_UTC)
+    t = timestamp
+    # %-formatting: 1.1 µs, where isoformat() and replace() take 1.9 µs and an f-string 2.4 µs.
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031
+        t.year,
+        t.month,
+        t.day,
+        t.hour,
+        t.minute,
+        t.second,
+        t.microsecond // 1000,
+    )
 
 
 def payload_properties(event: Event) -> dict[str, JSONValue]:
@@ -85,9 +102,12 @@ class Limits:
     envelope_bytes: int = 64
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Encoded:
-    """One event in a provider's wire form, encoded once and reused on every retry."""
+class Encoded(NamedTuple):
+    """One event in a provider's wire form, encoded once and reused on every retry.
+
+    A named tuple, not a frozen dataclass: the dispatcher builds one per event, and a frozen
+    dataclass's ``__init__`` costs 1.0 µs where a tuple costs 0.3 µs.
+    """
 
     event: Event
     data: bytes
@@ -127,9 +147,10 @@ OK = SendResult("ok")
 class HttpRequest:
     method: str
     url: str
-    headers: Mapping[str, str]
-    content: bytes
-    params: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Credentials travel in the headers (and Klaviyo's in the query): never in a repr.
+    headers: Mapping[str, str] = dataclasses.field(repr=False)
+    content: bytes = dataclasses.field(repr=False)
+    params: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
 
 
 class Provider(abc.ABC):
@@ -200,6 +221,10 @@ class HttpProvider(Provider):
         """Default reading of an answer by status; providers with per-event answers extend it."""
         status = response.status_code
         if 200 <= status < 300:
+            failure = _error_in_body(response)
+            if failure is not None:
+                # Nothing says what was stored: refused for good and counted, rather than called sent.
+                return SendResult("rejected", reason=f"error_body: {redact(failure, self.secrets())[:300]}")
             return OK
         if status in (408, 429) or status >= 500:
             return SendResult(
@@ -217,6 +242,27 @@ class HttpProvider(Provider):
         """The provider's error message, shortened and with every secret removed."""
         text = response.text[:limit].strip() or response.reason_phrase
         return redact(text, self.secrets())
+
+
+def _error_in_body(response: httpx.Response) -> str | None:
+    """The error a 2xx answer's JSON body reports (``success: false``, ``error``, ``status: error``),
+    or ``None``. Flameup and Flywheel document ``success`` as whether the event was tracked. A list of
+    ``errors`` is not one: FloKit's per-event answer has it, and FloKit reads it itself."""
+    content = response.content
+    if not content or content.lstrip()[:1] != b"{":
+        return None
+    try:
+        doc = json.loads(content)
+    except ValueError:  # not JSON (UnicodeDecodeError included): the status is all there is
+        return None
+    if not isinstance(doc, dict):
+        return None
+    failed = (
+        doc.get("success") is False
+        or bool(doc.get("error"))
+        or doc.get("status") in ("error", "failed", "failure")
+    )
+    return response.text.strip() if failed else None
 
 
 def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
