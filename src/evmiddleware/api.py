@@ -3,6 +3,7 @@ into the caller (strict mode, for tests, raises :class:`EventError` instead)."""
 
 from __future__ import annotations
 
+import datetime
 import functools
 import inspect
 import logging
@@ -15,7 +16,7 @@ from . import runtime as _rt
 from ._log import limited
 from .context import RequestContext, _current, _looked_up
 from .errors import ConfigurationError, EventError
-from .events import Event, make_event
+from .events import Event, make_event, new_event_id
 from .signals import event_tracked
 
 __all__ = ["configure", "flush", "identify", "shutdown", "stats", "track", "tracked"]
@@ -245,7 +246,51 @@ def stats() -> dict[str, Any]:
 def record_request_event(ctx: RequestContext, name: str, properties: dict[str, Any]) -> None:
     """The capture layer's automatic event: ids from ``ctx``, request facts as ``properties``.
 
-    ``properties`` must already be JSON-safe (str, int, float, bool, None); it takes the fast path.
-    Never raises (except in strict mode).
+    ``properties`` must be the capture layer's own dict of str, int, float and bool values (it is
+    handed over, not copied), and ``name`` a name it validated at start-up. Never raises (except in
+    strict mode).
     """
-    _emit(name, properties, ctx.user_id, ctx.anonymous_id, None, "track", request=False, aliases=ctx.aliases)
+    runtime = _rt.peek()
+    user_id = ctx.user_id
+    if (
+        runtime is None
+        or runtime.disabled
+        or runtime.settings.strict
+        or event_tracked.receivers
+        or (user_id is not None and not (type(user_id) is str and 0 < len(user_id) <= 255))
+    ):
+        _emit(name, properties, user_id, ctx.anonymous_id, None, "track", request=False, aliases=ctx.aliases)
+        return
+    # The fast path skips what the capture layer already guarantees (types, a valid anonymous id, a
+    # checked name); only the size needs a look, and a cheap upper bound of it is enough.
+    chars = 32 * len(properties)
+    for value in properties.values():
+        if type(value) is str:
+            chars += len(value)
+    if chars * 4 > runtime.settings.max_event_bytes:
+        _emit(name, properties, user_id, ctx.anonymous_id, None, "track", request=False, aliases=ctx.aliases)
+        return
+    try:
+        event = _new_tuple(
+            Event,
+            (
+                new_event_id(),
+                name,
+                user_id,
+                ctx.anonymous_id,
+                _now(_UTC),
+                properties,
+                _NONE,
+                "track",
+                ctx.aliases,
+            ),
+        )
+        runtime.submit(event)
+    except Exception as exc:
+        limited.log(logging.ERROR, "track", "evmiddleware: tracking failed", exc_info=True)
+        runtime.drop(None, "internal_error", type(exc).__name__)
+
+
+_new_tuple = tuple.__new__
+_now = datetime.datetime.now
+_UTC = datetime.timezone.utc

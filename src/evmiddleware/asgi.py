@@ -21,9 +21,12 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from . import capture as _capture
-from . import context
 from .capture import Capture, CaptureOptions, RequestState, _failed
+from .context import _current
 from .lifecycle import ASGIApp, Message, Receive, Send, install_signal_handler, run_lifespan
+
+# The ContextVar's own methods: context.enter/leave would add two Python calls per use.
+_enter, _leave = _current.set, _current.reset
 
 __all__ = ["STATE_KEY", "EventMiddleware"]
 
@@ -95,7 +98,7 @@ class EventMiddleware:
                 _take_route(state, scope, root_path)
             capture.finish(state, error=error)
 
-        token = context.enter(state.ctx)
+        token = _enter(state.ctx)
         try:
             await self.app(scope, receive_tracked, send_tracked)
         except BaseException as exc:
@@ -103,7 +106,7 @@ class EventMiddleware:
                 finish(exc)
             raise
         finally:
-            context.leave(token)
+            _leave(token)
         if not state.done:  # returned with the response unfinished: the client left (or no response)
             finish()
 

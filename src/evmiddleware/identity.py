@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import string
-import uuid
 from collections.abc import Callable
 from urllib.parse import unquote
 
@@ -80,10 +80,35 @@ def cookie_value(header: str, name: str) -> str | None:
     return None
 
 
+_id_pool: list[str] = []
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
 def new_anonymous_id() -> str:
     """A new uuid4 from the OS's random source: the id goes back to the browser, so unlike event ids
-    it must not be predictable from others handed out."""
-    return str(uuid.uuid4())
+    it must not be predictable from others handed out.
+
+    Drawn 64 at a time: ``uuid.uuid4()`` costs a system call and ~3 µs per id on the request path.
+    ``list.pop`` is atomic, so two threads never get the same id.
+    """
+    try:
+        return _id_pool.pop()
+    except IndexError:
+        pass
+    hx, variant = os.urandom(16 * 64).hex(), _VARIANT
+    # Version nibble forced to 4 and variant bits to 10, as uuid4 does: 122 random bits per id.
+    _id_pool.extend(
+        f"{hx[o : o + 8]}-{hx[o + 8 : o + 12]}-4{hx[o + 13 : o + 16]}-"
+        f"{variant[hx[o + 16]]}{hx[o + 17 : o + 20]}-{hx[o + 20 : o + 32]}"
+        for o in range(0, 32 * 64, 32)
+    )
+    return _id_pool.pop()
+
+
+# A forked worker must never hand out ids its parent (or a sibling) also holds. Registered at
+# import, like the ``random`` module's own reseeding.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_id_pool.clear)
 
 
 def _plain(raw: str) -> str | None:

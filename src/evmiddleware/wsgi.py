@@ -19,9 +19,12 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from types import TracebackType
 from typing import Any, Optional
 
-from . import context
 from .capture import Capture, CaptureOptions, RequestState
+from .context import _current
 from .lifecycle import install_signal_handler
+
+# The ContextVar's own methods: context.enter/leave would add two Python calls per use.
+_enter, _leave = _current.set, _current.reset
 
 __all__ = ["STATE_KEY", "EventMiddleware"]
 
@@ -69,14 +72,14 @@ class EventMiddleware:
                 return start_response(status, headers)
             return start_response(status, headers, exc_info)
 
-        token = context.enter(state.ctx)
+        token = _enter(state.ctx)
         try:
             result = self.app(environ, start_tracked)
         except BaseException as exc:
             capture.finish(state, error=exc)
             raise
         finally:
-            context.leave(token)
+            _leave(token)
         file_wrapper = environ.get("wsgi.file_wrapper")
         if (
             file_wrapper is not None
@@ -107,7 +110,7 @@ class _Body:
         return self
 
     def __next__(self) -> bytes:
-        token = context.enter(self._state.ctx)
+        token = _enter(self._state.ctx)
         try:
             return next(self._iterator)  # type: ignore[arg-type]  # set by __iter__, as servers do
         except StopIteration:
@@ -117,12 +120,12 @@ class _Body:
             self._error = exc
             raise
         finally:
-            context.leave(token)
+            _leave(token)
 
     def close(self) -> None:
         state = self._state
         error = self._error
-        token = context.enter(state.ctx)
+        token = _enter(state.ctx)
         try:
             close = getattr(self._result, "close", None)
             if close is not None:
@@ -131,7 +134,7 @@ class _Body:
             error = error or exc
             raise
         finally:
-            context.leave(token)
+            _leave(token)
             # Closed before the end without an error: the server stopped sending (client gone).
             # HEAD responses may legitimately be closed unread.
             cut_short = self._iterator is not None and not self._ended and state.props["method"] != "HEAD"

@@ -199,3 +199,17 @@ def test_shutdown_delivers_queued_events_and_later_events_are_counted():
     assert [e.name for e in sink.events] == ["queued"]
     evmiddleware.track("late", user_id="u")
     assert evmiddleware.stats()["dropped"] == {"shut_down": 1}
+
+
+def test_request_events_over_the_size_limit_are_dropped_not_sent(memory_sink):
+    from evmiddleware.api import record_request_event
+    from evmiddleware.context import RequestContext
+
+    evmiddleware.configure(providers=[memory_sink], max_event_bytes=1024)
+    ctx = RequestContext("anon-1")
+    record_request_event(ctx, "http_request", {"method": "GET", "path": "/", "user_agent": "x" * 2000})
+    record_request_event(ctx, "http_request", {"method": "GET", "path": "/ok"})
+    [event] = delivered(memory_sink)
+    assert event.properties == {"method": "GET", "path": "/ok"}
+    assert (event.anonymous_id, event.user_id) == ("anon-1", None)
+    assert evmiddleware.stats()["dropped"] == {"too_large": 1}
