@@ -214,12 +214,11 @@ def run_demo(visitors: int = 40, seed: int = 7) -> int:
             *_example_drivers(),
         ]
         started = time.monotonic()
-        served = []
-        with _quiet("flask_app", "django.request"):
-            for index, (label, drive) in enumerate(drivers):
-                served.append(f"{label} {drive(plans[index :: len(drivers)])}")
-        requests = sum(int(part.rsplit(" ", 1)[1]) for part in served)
-        print(f"  {requests} requests served ({', '.join(served)}); delivering…")
+        with _quiet("flask_app", "django.request"):  # each visitor browses one of the shops
+            served = [(label, drive(plans[i :: len(drivers)])) for i, (label, drive) in enumerate(drivers)]
+        requests = sum(count for _, count in served)
+        through = ", ".join(f"{label} {count}" for label, count in served)
+        print(f"  {requests} requests served ({through}); delivering…")
         delivered_all = api.flush(timeout=120)
         api.shutdown(10)
         elapsed = time.monotonic() - started

@@ -44,8 +44,8 @@ def _import_http_stack() -> None:
     """Import now, on the caller's thread, what the dispatcher thread would otherwise import.
 
     A process forked while another thread is inside an import keeps that module half-initialised for
-    good: gunicorn ``--preload`` forks its workers while the master's dispatcher may be starting, and
-    a worker then failed on ``httpcore.AsyncConnectionPool`` and lost every event it tracked.
+    good: gunicorn ``--preload`` forks its workers while the master's dispatcher starts and sends its
+    first request, and a worker then failed on ``httpcore`` or ``anyio`` and lost what it tracked.
     """
     for name in _LAZY_HTTP_MODULES:
         with contextlib.suppress(ImportError):
@@ -75,7 +75,7 @@ class Dispatcher:
         spool_lease: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        pass  # TEMP _import_http_stack()
+        _import_http_stack()
         self._spool_path = spool_path
         self._spool_lease = spool_lease
         # Lanes look at their queue at least this often, so queued events reach the spool in time.

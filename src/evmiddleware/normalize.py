@@ -62,7 +62,8 @@ def normalize_properties(
             _check_size(result, max_bytes)
         return result
     converted = _convert(properties, "", 1, max_depth, on_drop, set())
-    assert isinstance(converted, dict)
+    if not isinstance(converted, dict):
+        raise EventError("invalid_properties", f"properties ({type(properties).__name__}) could not be read")
     _check_size(converted, max_bytes)
     return converted
 
@@ -94,7 +95,14 @@ def _convert(
         if not value.is_finite():
             on_drop(path, "not a finite number")
             return _DROP
-        return int(value) if value == value.to_integral_value() else float(value)
+        # int() of Decimal("1e999999") takes 30 s on the caller's thread: exact ints only to 20 digits.
+        if value.adjusted() < 20 and value == value.to_integral_value():
+            return int(value)
+        number = float(value)
+        if not math.isfinite(number):
+            on_drop(path, "out of range for a JSON number")
+            return _DROP
+        return number
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.timezone.utc)
@@ -103,10 +111,16 @@ def _convert(
         return value.isoformat()
     if isinstance(value, UUID):
         return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    if isinstance(value, (Mapping, list, tuple, set, frozenset)):
-        return _convert_container(value, path, depth, max_depth, on_drop, seen)
+    try:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        if isinstance(value, (Mapping, list, tuple, set, frozenset)):
+            return _convert_container(value, path, depth, max_depth, on_drop, seen)
+    except EventError:
+        raise
+    except Exception as exc:  # the value's own code failed: a property getter, __iter__, a set item's repr
+        on_drop(path, f"{type(value).__name__} could not be read ({type(exc).__name__})")
+        return _DROP
     on_drop(path, f"{type(value).__name__} is not JSON-safe")
     return _DROP
 

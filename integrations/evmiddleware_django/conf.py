@@ -1,0 +1,129 @@
+"""``settings.EVMIDDLEWARE``: read once (at app ready, again only when the setting changes) into a
+frozen :class:`DjangoConfig`, over the environment.
+
+Keys are the upper-case names of :func:`evmiddleware.configure`'s settings (``FLOKIT_API_KEY``,
+``FLUSH_INTERVAL``, …), of :class:`~evmiddleware.capture.CaptureOptions` (``EXCLUDE_PATHS``,
+``COOKIE_NAME``, …; hooks may be dotted paths) and this integration's own ``TRACK_USER`` (default
+true: the user id is ``request.user``'s primary key) and ``IDENTIFY_ON_LOGIN`` (default false).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.conf import settings  # type: ignore[import-untyped]
+from django.utils.module_loading import import_string  # type: ignore[import-untyped]
+
+import evmiddleware
+from evmiddleware.capture import Capture, CaptureOptions
+from evmiddleware.config import Settings, parse_bool
+from evmiddleware.errors import ConfigurationError
+from evmiddleware.providers import REGISTRY
+
+__all__ = ["SETTING", "DjangoConfig", "capture", "config", "known_keys", "read", "reset"]
+
+SETTING = "EVMIDDLEWARE"
+
+_CAPTURE = frozenset(field.name for field in dataclasses.fields(CaptureOptions))
+_HOOKS = ("consent", "user_id_resolver", "route_resolver")
+_PIPELINE = frozenset(
+    [field.name for field in dataclasses.fields(Settings)]
+    + [f"{name}_{option}" for name, provider in REGISTRY.items() for option in provider.options]
+)
+_OWN: dict[str, Callable[[Any], Any]] = {"track_user": parse_bool, "identify_on_login": parse_bool}
+
+
+def known_keys() -> list[str]:
+    """Every key ``EVMIDDLEWARE`` may hold."""
+    return sorted(name.upper() for name in (*_PIPELINE, *_CAPTURE, *_OWN))
+
+
+@dataclasses.dataclass(frozen=True)
+class DjangoConfig:
+    """The parsed setting: capture options, pipeline settings (applied with ``configure()`` when any)
+    and the integration's own switches."""
+
+    options: CaptureOptions
+    pipeline: Mapping[str, Any]
+    track_user: bool = True
+    identify_on_login: bool = False
+
+
+def read(raw: object) -> DjangoConfig:
+    """Parse a value of ``settings.EVMIDDLEWARE``; raises :class:`ConfigurationError` naming the key.
+
+    Pipeline settings are checked here by name only; their values when they are applied.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigurationError(f"{SETTING} must be a dict, not {type(raw).__name__}")
+    capture: dict[str, Any] = {}
+    pipeline: dict[str, Any] = {}
+    own: dict[str, Any] = {}
+    unknown: list[str] = []
+    for key, value in raw.items():
+        name = key.lower() if isinstance(key, str) else ""
+        if name in _OWN:
+            try:
+                own[name] = _OWN[name](value)
+            except ValueError as exc:
+                raise ConfigurationError(f"{SETTING}[{key!r}]: {exc}") from None
+        elif name in _CAPTURE:
+            capture[name] = _imported(key, value) if name in _HOOKS and isinstance(value, str) else value
+        elif name in _PIPELINE:
+            pipeline[name] = value
+        else:
+            unknown.append(repr(key))
+    if unknown:
+        raise ConfigurationError(f"{SETTING}: unknown key(s) {', '.join(unknown)}")
+    try:
+        options = CaptureOptions(**capture)
+    except TypeError as exc:
+        raise ConfigurationError(f"{SETTING}: {exc}") from None
+    return DjangoConfig(options, pipeline, **own)
+
+
+def _imported(key: str, path: str) -> Any:
+    try:
+        return import_string(path)
+    except ImportError as exc:
+        raise ConfigurationError(f"{SETTING}[{key!r}]: {exc}") from None
+
+
+_lock = threading.Lock()
+_config: DjangoConfig | None = None
+_capture: Capture | None = None
+
+
+def config() -> DjangoConfig:
+    """The configuration from the current settings, parsed once."""
+    global _config
+    with _lock:
+        if _config is None:
+            _config = read(getattr(settings, SETTING, None))
+        return _config
+
+
+def capture() -> Capture:
+    """The process's one :class:`Capture` for Django, built at the first middleware's creation:
+    pipeline settings from ``EVMIDDLEWARE`` are applied first (``evmiddleware.configure``)."""
+    global _capture
+    current = config()
+    with _lock:
+        if _capture is None:
+            if current.pipeline:
+                evmiddleware.configure(**current.pipeline)
+            _capture = Capture(current.options)
+        return _capture
+
+
+def reset(**kwargs: Any) -> None:
+    """Forget the parsed setting (connected to ``setting_changed``: ``override_settings`` in tests)."""
+    global _config, _capture
+    if kwargs.get("setting", SETTING) == SETTING:
+        with _lock:
+            _config = _capture = None

@@ -1,0 +1,277 @@
+"""``EventMiddleware``: one event per request, sync or async as the handler is, without a thread hop."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse  # type: ignore[import-untyped]
+
+from evmiddleware import context
+from evmiddleware.capture import Capture, RequestState, _failed
+from evmiddleware.lifecycle import install_signal_handler
+
+from . import conf
+
+__all__ = ["STATE_KEY", "EventMiddleware", "django_route_template"]
+
+#: ``request.META`` key of the request's state; the same key an evmiddleware WSGI or ASGI middleware
+#: around Django sets in the environ or scope, so a doubly installed app tracks once.
+STATE_KEY = "evmiddleware.state"
+_ERROR_KEY = "evmiddleware.error_type"
+
+_CONVERTER = re.compile(r"<(?:[^<>:]+:)?([A-Za-z_][A-Za-z0-9_]*)>")
+_NAMED_GROUP = re.compile(r"\(\?P<([A-Za-z_][A-Za-z0-9_]*)>(?:[^()]|\([^()]*\))*\)")
+_templates: dict[str, str] = {}
+
+SyncGetResponse = Callable[[HttpRequest], HttpResponseBase]
+AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+
+
+def django_route_template(route: str) -> str:
+    """``request.resolver_match.route`` as a route template: parameter names in braces, a leading
+    slash; a regex route's named groups become names too::
+
+        django_route_template("items/<int:item_id>")         # "/items/{item_id}"
+        django_route_template("^items/(?P<item_id>[0-9]+)$")  # "/items/{item_id}"
+    """
+    template = _templates.get(route)
+    if template is None:
+        template = _NAMED_GROUP.sub(r"{\1}", route) if "(?P<" in route else _CONVERTER.sub(r"{\1}", route)
+        if route.startswith("^") or route.endswith("$"):
+            template = template.replace("^", "").replace("\\Z", "").rstrip("$")
+        template = "/" + template.lstrip("/")
+        if len(_templates) < 4096:  # routes are finite; the bound guards against generated ones
+            _templates[route] = template
+    return template
+
+
+class EventMiddleware:
+    """Track every request of a Django project: add it to ``MIDDLEWARE``, after
+    ``AuthenticationMiddleware`` so that it knows the user::
+
+        MIDDLEWARE = [
+            ...,
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+            "evmiddleware_django.EventMiddleware",
+            ...,
+        ]
+
+    Sync or async as the handler around it is, so it never adds a thread hop under ASGI. The route
+    is ``request.resolver_match.route`` (``items/<int:item_id>`` → ``/items/{item_id}``), the user id
+    ``request.user``'s primary key (``await request.auser()`` on the async path), the status the
+    response's; a view exception becomes Django's 500 page and is recorded with its type. A
+    streaming response is recorded after its last chunk. Options: ``settings.EVMIDDLEWARE`` (see
+    :mod:`evmiddleware_django.conf`).
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: SyncGetResponse | AsyncGetResponse) -> None:
+        self.get_response = get_response
+        self._config = conf.config()  # a bad setting fails here, when the server loads the app
+        self._capture = conf.capture()
+        self._cookie = self._capture.options.cookie_name
+        self._resolver = self._config.options.user_id_resolver
+        self._wants_user = self._resolver is not None or self._config.track_user
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
+            markcoroutinefunction(self)
+        if self._capture.options.install_signal_handler:
+            install_signal_handler()
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self._async:
+            return self.__acall__(request)
+        state, owned = self._start(request)
+        if state is None:
+            return self.get_response(request)
+        if self._wants_user and state.user_id is None:
+            self._user(request, state)
+        token = context.enter(state.ctx)
+        try:
+            response: HttpResponseBase = self.get_response(request)
+        except BaseException as exc:  # Django turns view errors into responses; this is anything else
+            if owned:
+                self._capture.finish(state, error=exc)
+            raise
+        finally:
+            context.leave(token)
+        return self._respond(request, state, owned, response)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        state, owned = self._start(request)
+        if state is None:
+            return await self.get_response(request)
+        if self._wants_user and state.user_id is None:
+            await self._auser(request, state)
+        token = context.enter(state.ctx)
+        try:
+            response: HttpResponseBase = await self.get_response(request)
+        except asyncio.CancelledError:  # Django's ASGI handler cancels the request when the client leaves
+            if owned:
+                self._capture.finish(state, disconnected=True)
+            raise
+        except BaseException as exc:
+            if owned:
+                self._capture.finish(state, error=exc)
+            raise
+        finally:
+            context.leave(token)
+        return self._respond(request, state, owned, response)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> None:
+        """Note the view's exception: Django makes it a response before ``__call__`` sees it."""
+        request.META[_ERROR_KEY] = type(exception).__name__
+
+    # -- the request --------------------------------------------------------------------------
+    def _start(self, request: HttpRequest) -> tuple[RequestState | None, bool]:
+        """The request's state and whether this middleware records its event (``False`` when an
+        evmiddleware WSGI/ASGI middleware around Django already took the request)."""
+        meta = request.META
+        if STATE_KEY in meta:
+            return meta[STATE_KEY], False
+        scope = getattr(request, "scope", None)
+        if scope is not None and STATE_KEY in scope:
+            state: RequestState | None = scope[STATE_KEY]
+            meta[STATE_KEY] = state
+            return state, False
+        capture = self._capture
+        try:
+            state = capture.start(
+                request.method or "GET",
+                request.scheme or "http",
+                request.path,
+                meta.get("QUERY_STRING", ""),
+                capture.environ_headers(meta),
+                meta.get("REMOTE_ADDR"),
+                request,
+            )
+        except Exception as exc:  # request.scheme reads settings; never let that cost the response
+            _failed("django", exc)
+            state = None
+        meta[STATE_KEY] = state
+        return state, True
+
+    def _user(self, request: HttpRequest, state: RequestState) -> None:
+        try:
+            if self._resolver is not None:
+                value = self._resolver(request)
+            else:
+                value = _user_id(getattr(request, "user", None))
+            if value is not None:
+                state.user_id = str(value)
+        except Exception as exc:
+            _failed("django_user", exc)
+
+    async def _auser(self, request: HttpRequest, state: RequestState) -> None:
+        try:
+            if self._resolver is not None:
+                value = self._resolver(request)
+                if inspect.isawaitable(value):
+                    value = await value
+            elif (auser := getattr(request, "auser", None)) is not None:
+                value = _user_id(await auser())
+            elif hasattr(request, "user"):  # Django < 5.0: no auser(); request.user only off the loop
+                value = await sync_to_async(_request_user_id)(request)
+            else:
+                value = None
+            if value is not None:
+                state.user_id = str(value)
+        except Exception as exc:
+            _failed("django_user", exc)
+
+    def _respond(
+        self, request: HttpRequest, state: RequestState, owned: bool, response: HttpResponseBase
+    ) -> HttpResponseBase:
+        try:
+            meta = request.META
+            match = getattr(request, "resolver_match", None)
+            if match is not None and match.route is not None and state.route is None:
+                state.route = django_route_template(match.route)
+            error_type = meta.pop(_ERROR_KEY, None)
+            if error_type is not None and response.status_code >= 500:
+                state.props["error_type"] = error_type
+            if not owned:
+                return response
+            if state.set_cookie is not None and self._cookie not in response.cookies:
+                response.cookies.load(state.set_cookie)
+            state.status = response.status_code
+            if isinstance(response, StreamingHttpResponse) and not hasattr(response, "file_to_stream"):
+                # Recorded after the last chunk; a FileResponse may go out through the server's
+                # file wrapper, which never iterates it: it is recorded now, like a plain response.
+                if response.is_async:
+                    response.streaming_content = _achunks(response.streaming_content, state, self._capture)
+                else:
+                    response.streaming_content = _chunks(response.streaming_content, state, self._capture)
+                return response
+        except Exception as exc:
+            _failed("django", exc)
+        if owned:
+            self._capture.finish(state)
+        return response
+
+
+def _user_id(user: Any) -> str | None:
+    if user is None or not user.is_authenticated:
+        return None
+    return str(user.pk)
+
+
+def _request_user_id(request: HttpRequest) -> str | None:
+    return _user_id(getattr(request, "user", None))
+
+
+def _chunks(content: Iterator[bytes], state: RequestState, capture: Capture) -> Iterator[bytes]:
+    """The streamed body with the request context around each step; the event after the last chunk,
+    or when the server closes it early (client gone) or it raises."""
+    error: BaseException | None = None
+    ended = False
+    try:
+        while True:
+            token = context.enter(state.ctx)
+            try:
+                chunk = next(content)
+            except StopIteration:
+                ended = True
+                return
+            finally:
+                context.leave(token)
+            yield chunk
+    except GeneratorExit:  # closed before the end: the server stopped sending
+        raise
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        capture.finish(state, error=error, disconnected=not ended and error is None)
+
+
+async def _achunks(
+    content: AsyncIterator[bytes], state: RequestState, capture: Capture
+) -> AsyncIterator[bytes]:
+    error: BaseException | None = None
+    ended = False
+    try:
+        while True:
+            token = context.enter(state.ctx)
+            try:
+                chunk = await anext(content)
+            except StopAsyncIteration:
+                ended = True
+                return
+            finally:
+                context.leave(token)
+            yield chunk
+    except (GeneratorExit, asyncio.CancelledError):  # Django's ASGI handler cancels when the client leaves
+        raise
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        capture.finish(state, error=error, disconnected=not ended and error is None)

@@ -1,0 +1,255 @@
+"""``evmiddleware_django.EventMiddleware``: sync and async without a thread hop, the user from
+``request.user`` / ``auser()``, routes, exceptions, streaming, settings, and the sign-in hook."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+import evmiddleware
+from evmiddleware import runtime
+
+from .._contract import request_events
+
+pytest.importorskip("django")
+from asgiref.sync import async_to_sync
+from django.core.handlers.wsgi import WSGIHandler
+from django.test import AsyncClient, Client, override_settings
+from werkzeug.test import Client as WerkzeugClient
+
+from evmiddleware.wsgi import EventMiddleware as WSGIEventMiddleware
+from evmiddleware_django import django_route_template
+from evmiddleware_django.asgi import LifespanFlush, get_asgi_application
+
+from .site import SITE
+
+OURS = "evmiddleware_django.EventMiddleware"
+
+
+def site(*middleware: str, **settings: Any) -> Any:
+    """Settings for the test site, with ``middleware`` in front of ours."""
+    return override_settings(ROOT_URLCONF=SITE, MIDDLEWARE=[*middleware, OURS], **settings)
+
+
+def aget(path: str, **kwargs: Any) -> Any:
+    return async_to_sync(AsyncClient(raise_request_exception=False).get)(path, **kwargs)
+
+
+def sync_get(path: str, **kwargs: Any) -> Any:
+    return Client(raise_request_exception=False).get(path, **kwargs)
+
+
+@pytest.mark.parametrize("get", [sync_get, aget], ids=["sync", "async"])
+def test_no_middleware_of_ours_is_adapted_between_sync_and_async(get, caplog, events):
+    caplog.set_level(logging.DEBUG, logger="django.request")
+    with site(f"{SITE}.SyncOnly", DEBUG=True):
+        get("/me")
+    adapted = [
+        record.getMessage() for record in caplog.records if "adapted for middleware" in record.getMessage()
+    ]
+    assert not [message for message in adapted if OURS in message]
+    if get is aget:  # the control: Django does report a sync-only middleware under ASGI
+        assert [message for message in adapted if "SyncOnly" in message]
+    assert [event.name for event in events] == ["profile_viewed", "http_request"]
+
+
+def test_the_async_path_reads_the_user_with_auser_never_request_user(events):
+    with site(f"{SITE}.UserThroughAuser"):
+        response = aget("/me", headers={"x-user": "17"})
+    assert response.status_code == 200
+    assert [(event.name, event.user_id) for event in events] == [
+        ("profile_viewed", "17"),
+        ("http_request", "17"),
+    ]
+
+
+@pytest.mark.parametrize("get", [sync_get, aget], ids=["sync", "async"])
+def test_request_user_is_read_where_there_is_no_auser(get, events):
+    with site(f"{SITE}.UserOnly"):  # Django 4.2's AuthenticationMiddleware: on the async path, off the loop
+        get("/me", headers={"x-user": "18"})
+    assert [event.user_id for event in events] == ["18", "18"]
+
+
+@pytest.mark.parametrize("get", [sync_get, aget], ids=["sync", "async"])
+def test_an_anonymous_user_leaves_the_user_id_empty(get, events):
+    with site(f"{SITE}.UserOnly"):
+        get("/me")
+    assert [event.user_id for event in events] == [None, None]
+
+
+def test_track_user_false_ignores_request_user(events):
+    with site(f"{SITE}.UserOnly", EVMIDDLEWARE={"TRACK_USER": False}):
+        sync_get("/me", headers={"x-user": "19"})
+    assert [event.user_id for event in events] == [None, None]
+
+
+def test_a_user_id_resolver_setting_is_imported_and_used(events):
+    with site(
+        EVMIDDLEWARE={"USER_ID_RESOLVER": "tests.integrations.django.test_middleware.user_from_header"}
+    ):
+        sync_get("/me", headers={"x-account": "acct-1"})
+        aget("/me", headers={"x-account": "acct-2"})
+    assert [event.user_id for event in request_events(events)] == ["acct-1", "acct-2"]
+
+
+def user_from_header(request: Any) -> str | None:
+    return request.headers.get("x-account")
+
+
+@pytest.mark.parametrize(
+    ("route", "template"),
+    [
+        ("items/<int:item_id>", "/items/{item_id}"),
+        ("api/orders/<slug:order>/", "/api/orders/{order}/"),
+        ("<uuid:pk>/edit", "/{pk}/edit"),
+        ("^legacy/(?P<code>[0-9]{4})/$", "/legacy/{code}/"),
+        ("^a/(?P<x>(ab|cd))/b$", "/a/{x}/b"),
+        ("", "/"),
+    ],
+)
+def test_django_routes_become_templates_with_parameter_names(route, template):
+    assert django_route_template(route) == template
+
+
+@pytest.mark.parametrize("get", [sync_get, aget], ids=["sync", "async"])
+def test_included_and_regex_routes_are_recorded_as_templates(get, events):
+    with site():
+        get("/api/orders/blue-shoes/")
+        get("/legacy/2019/")
+    assert [event.properties["route"] for event in events] == ["/api/orders/{order}/", "/legacy/{code}/"]
+
+
+@pytest.mark.parametrize("get", [sync_get, aget], ids=["sync", "async"])
+def test_a_view_exception_is_recorded_with_its_type_and_the_status_djangos_response_has(get, events):
+    with site():
+        assert get("/fail").status_code == 500
+        assert get("/missing").status_code == 404
+    fail, missing = events
+    assert (fail.properties["status_code"], fail.properties["error_type"]) == (500, "ValueError")
+    assert missing.properties["status_code"] == 404 and "error_type" not in missing.properties
+
+
+def test_an_async_streamed_response_is_recorded_after_its_last_chunk(events):
+    async def go() -> list[str]:
+        response = await AsyncClient().get("/astream")
+        seen = []
+        async for _ in response.streaming_content:
+            seen.append(",".join(event.name for event in events))
+        return seen
+
+    with site():
+        seen = async_to_sync(go)()
+    assert seen == ["chunk_sent", "chunk_sent,chunk_sent", "chunk_sent,chunk_sent,chunk_sent"]
+    assert [event.name for event in events][-1] == "http_request"
+    assert {event.anonymous_id for event in events} == {events[-1].anonymous_id}  # context in each chunk
+
+
+def test_a_stream_closed_early_is_recorded_as_disconnected(events):
+    response = Client().get("/stream")  # the example app's sync stream
+    next(iter(response.streaming_content))
+    response.close()  # what the server does when the client has gone
+    [event] = request_events(events)
+    assert event.properties["disconnected"] is True
+
+
+def test_a_request_cancelled_on_the_async_path_is_recorded_as_a_disconnect(events):
+    from django.test import AsyncRequestFactory
+
+    from evmiddleware_django import EventMiddleware
+
+    async def client_gone(request: Any) -> Any:
+        raise asyncio.CancelledError  # what Django's ASGI handler does when the client disconnects
+
+    middleware = EventMiddleware(client_gone)
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(middleware(AsyncRequestFactory().get("/items/1")))
+    [event] = events
+    assert (event.properties["status_code"], event.properties["disconnected"]) == (499, True)
+    assert "error_type" not in event.properties
+
+
+def test_settings_override_the_environment(monkeypatch, sink, events):
+    monkeypatch.setenv("EVMIDDLEWARE_EXCLUDE_PATHS", "/me")
+    evmiddleware.configure(providers=[sink])
+    with site(EVMIDDLEWARE={"EXCLUDE_PATHS": ["/legacy"]}):
+        sync_get("/me")
+        sync_get("/legacy/2020/")
+    assert [event.properties["path"] for event in request_events(events)] == ["/me"]
+    with site(EVMIDDLEWARE={}):
+        sync_get("/me")
+    assert len(request_events(events)) == 1  # silent settings: the environment's exclusion applies
+
+
+def test_pipeline_settings_in_the_setting_configure_the_process():
+    with site(EVMIDDLEWARE={"FLUSH_INTERVAL": 0.7, "LOCAL_SINK": "memory"}):
+        sync_get("/me")
+    assert runtime.current().settings.flush_interval == 0.7
+
+
+def test_a_bad_setting_fails_when_the_middleware_is_created():
+    with site(EVMIDDLEWARE={"SAMPLE_RATE": 3}), pytest.raises(evmiddleware.ConfigurationError):
+        Client().get("/me")
+    with (
+        site(EVMIDDLEWARE={"NO_SUCH_KEY": 1}),
+        pytest.raises(evmiddleware.ConfigurationError, match="NO_SUCH"),
+    ):
+        Client().get("/me")
+
+
+@pytest.mark.parametrize("get", [sync_get, aget], ids=["sync", "async"])
+def test_identify_on_login_ties_the_visitor_to_the_user_when_asked(get, events):
+    with site(EVMIDDLEWARE={"IDENTIFY_ON_LOGIN": True}):
+        get("/signin/31")
+    assert [(event.name, event.user_id) for event in events] == [("identify", "31"), ("http_request", "31")]
+
+
+def test_identify_on_login_is_off_by_default(events):
+    with site():
+        sync_get("/signin/32")
+    assert [(event.name, event.user_id) for event in events] == [("http_request", None)]
+
+
+def test_django_on_the_generic_wsgi_middleware_is_tracked_once_with_djangos_route(events):
+    with site():
+        app = WSGIEventMiddleware(WSGIHandler())
+        response = WerkzeugClient(app).get("/api/orders/red/")
+        response.close()
+    assert len(response.headers.getlist("Set-Cookie")) == 1
+    [event] = events
+    assert event.properties["route"] == "/api/orders/{order}/"
+
+
+def test_lifespan_is_spoken_for_django_and_flushes_at_shutdown(sink):
+    evmiddleware.configure(providers=[sink], flush_interval=3600)
+    application = get_asgi_application()
+    assert isinstance(application, LifespanFlush)
+    evmiddleware.track("queued", user_id="u")
+    incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append({**message, "delivered": len(sink.events)})
+
+    asyncio.run(application({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send))
+    assert sent == [
+        {"type": "lifespan.startup.complete", "delivered": 0},
+        {"type": "lifespan.shutdown.complete", "delivered": 1},
+    ]
+
+
+def test_importing_the_integration_starts_nothing():
+    code = (
+        "import signal, evmiddleware_django, evmiddleware_django.asgi\n"
+        "from evmiddleware import runtime\n"
+        "assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL\n"
+        "assert runtime.peek() is None\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
