@@ -147,15 +147,16 @@ class Sandbox:
 def serve(port: int, host: str = "127.0.0.1") -> None:
     """Run a sandbox in the foreground until Ctrl-C, printing its URLs and environment."""
     with Sandbox(port=port, host=host) as sandbox:
-        print(f"evmiddleware sandbox listening on {sandbox.url}")
-        for name in PROVIDERS:
-            print(f"  {name:<9} {sandbox.base_url(name)}")
-        print(f"  control   {sandbox.url}/_stats  /_faults  /_reset")
-        print("\nPoint evmiddleware at it with:\n")
-        for key, value in sandbox.env().items():
-            print(f"export {key}={shlex.quote(value)}")
-        print("\nCtrl-C to stop.", flush=True)
+        # Ctrl-C may come as soon as the last line is out: everything after start is inside the try.
         try:
+            print(f"evmiddleware sandbox listening on {sandbox.url}")
+            for name in PROVIDERS:
+                print(f"  {name:<9} {sandbox.base_url(name)}")
+            print(f"  control   {sandbox.url}/_stats  /_faults  /_reset")
+            print("\nPoint evmiddleware at it with:\n")
+            for key, value in sandbox.env().items():
+                print(f"export {key}={shlex.quote(value)}")
+            print("\nCtrl-C to stop.", flush=True)
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
