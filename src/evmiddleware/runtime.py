@@ -24,6 +24,7 @@ from .events import Event
 from .lane import Lane
 from .signals import event_dropped
 from .spool import check_spool
+from .spool import fork_guard as spool_fork_guard
 
 __all__ = ["Runtime", "current", "replace", "peek"]
 
@@ -31,7 +32,7 @@ __all__ = ["Runtime", "current", "replace", "peek"]
 class Runtime:
     """One configured pipeline. ``submit`` is the whole cost of an event on the caller's thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, check_spool_file: bool = True) -> None:
         self.settings = settings
         self.disabled = settings.disabled or not settings.providers
         self.queues = [
@@ -56,7 +57,7 @@ class Runtime:
         self.dropped: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.closed = False
-        if settings.spool and not self.disabled:
+        if settings.spool and not self.disabled and check_spool_file:
             check_spool(settings.spool)
         hide_in_http_logs(secret for provider in settings.providers for secret in provider.secrets())
 
@@ -162,7 +163,9 @@ def _install(runtime: Runtime) -> None:
         _hooks_installed = True
         atexit.register(_at_exit)
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+            os.register_at_fork(
+                before=_before_fork, after_in_parent=_release_fork_guard, after_in_child=_after_fork_in_child
+            )
 
 
 def _at_exit() -> None:
@@ -171,16 +174,31 @@ def _at_exit() -> None:
         runtime.shutdown(None)
 
 
+_fork_guarded = False
+
+
 def _before_fork() -> None:
-    """Let a dispatcher that is starting finish its start-up first (bounded): see ``settle``."""
+    """Let a dispatcher that is starting finish its start-up first (bounded): see ``settle``; and
+    fork between spool transactions, never inside one (see ``spool.fork_guard``)."""
+    global _fork_guarded
     runtime = _runtime
     if runtime is not None:
         runtime.dispatcher.settle(2.0)
+    _fork_guarded = spool_fork_guard.acquire(timeout=10.0)
+
+
+def _release_fork_guard() -> None:
+    global _fork_guarded
+    if _fork_guarded:
+        _fork_guarded = False
+        spool_fork_guard.release()
 
 
 def _after_fork_in_child() -> None:
     """The child starts empty: the parent's queue and thread stay the parent's."""
     global _runtime, _lock
+    _release_fork_guard()
     _lock = threading.RLock()  # the parent's may have been held by another thread at fork time
     if _runtime is not None:
-        _runtime = Runtime(_runtime.settings)
+        # The parent checked the spool file; the child's dispatcher opens it (memory only if it cannot).
+        _runtime = Runtime(_runtime.settings, check_spool_file=False)

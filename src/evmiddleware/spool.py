@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
@@ -43,6 +44,12 @@ CREATE INDEX IF NOT EXISTS events_claim ON events (provider, lease_until);
 """
 
 
+#: Held around every SQLite transaction of this process, and by the runtime while the process forks:
+#: a child forked in the middle of one inherits SQLite's in-process lock state and finds the file
+#: locked for good (its spool check then failed after 5 s and the worker sent nothing).
+fork_guard = threading.Lock()
+
+
 def encode_event(event: Event) -> str:
     data = event.as_dict()
     data["aliases"] = dict(event.aliases)
@@ -65,17 +72,18 @@ def decode_event(payload: str) -> Event:
 
 
 def _connect(path: str) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, timeout=5.0, isolation_level=None)
-    connection.execute("PRAGMA journal_mode=WAL")
-    # NORMAL in WAL mode: a power cut may lose the last transactions, a process crash loses none.
-    connection.execute("PRAGMA synchronous=NORMAL")
-    version = connection.execute("PRAGMA user_version").fetchone()[0]
-    if version not in (0, _SCHEMA_VERSION):
-        connection.close()
-        raise sqlite3.DatabaseError(f"schema version {version}, expected {_SCHEMA_VERSION}")
-    connection.executescript(_SCHEMA)
-    connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-    return connection
+    with fork_guard:
+        connection = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a power cut may lose the last transactions, a process crash loses none.
+        connection.execute("PRAGMA synchronous=NORMAL")
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, _SCHEMA_VERSION):
+            connection.close()
+            raise sqlite3.DatabaseError(f"schema version {version}, expected {_SCHEMA_VERSION}")
+        connection.executescript(_SCHEMA)
+        connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        return connection
 
 
 def check_spool(path: str) -> None:
@@ -134,21 +142,23 @@ class Spool:
             return [None] * len(events)
         now = self._clock()
         lease = now + self.lease_seconds
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            ids: list[int | None] = []
-            for event in events:
-                cursor = connection.execute(
-                    "INSERT INTO events (provider, event_id, payload, created, lease_owner, lease_until)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (provider, event.id, encode_event(event), now, self.owner, lease),
-                )
-                ids.append(cursor.lastrowid)
-            connection.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback()
-            self._fail("store events", exc)
-            return [None] * len(events)
+        payloads = [encode_event(event) for event in events]
+        with fork_guard:
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                ids: list[int | None] = []
+                for event, payload in zip(events, payloads, strict=True):
+                    cursor = connection.execute(
+                        "INSERT INTO events (provider, event_id, payload, created, lease_owner, lease_until)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (provider, event.id, payload, now, self.owner, lease),
+                    )
+                    ids.append(cursor.lastrowid)
+                connection.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                self._fail("store events", exc)
+                return [None] * len(events)
         return ids
 
     def claim(self, provider: str, limit: int) -> list[tuple[int, Event]]:
@@ -157,22 +167,23 @@ class Spool:
         if connection is None or limit <= 0:
             return []
         now = self._clock()
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            rows = connection.execute(
-                "SELECT rowid, payload FROM events WHERE provider = ? AND lease_until < ?"
-                " ORDER BY rowid LIMIT ?",
-                (provider, now, limit),
-            ).fetchall()
-            connection.executemany(
-                "UPDATE events SET lease_owner = ?, lease_until = ? WHERE rowid = ?",
-                [(self.owner, now + self.lease_seconds, rowid) for rowid, _ in rows],
-            )
-            connection.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback()
-            limited.log(logging.ERROR, "spool:claim", "evmiddleware: reading the spool failed: %s", exc)
-            return []
+        with fork_guard:
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                rows = connection.execute(
+                    "SELECT rowid, payload FROM events WHERE provider = ? AND lease_until < ?"
+                    " ORDER BY rowid LIMIT ?",
+                    (provider, now, limit),
+                ).fetchall()
+                connection.executemany(
+                    "UPDATE events SET lease_owner = ?, lease_until = ? WHERE rowid = ?",
+                    [(self.owner, now + self.lease_seconds, rowid) for rowid, _ in rows],
+                )
+                connection.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                limited.log(logging.ERROR, "spool:claim", "evmiddleware: reading the spool failed: %s", exc)
+                return []
         claimed = []
         for rowid, payload in rows:
             try:
@@ -212,16 +223,17 @@ class Spool:
         connection = self._connection
         if connection is None or not rows:
             return
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            connection.executemany(sql, rows)
-            connection.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback()
-            self.errors += 1
-            limited.log(
-                logging.ERROR, f"spool:{action}", "evmiddleware: the spool failed to %s: %s", action, exc
-            )
+        with fork_guard:
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.executemany(sql, rows)
+                connection.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                self.errors += 1
+                limited.log(
+                    logging.ERROR, f"spool:{action}", "evmiddleware: the spool failed to %s: %s", action, exc
+                )
 
     def _rollback(self) -> None:
         if self._connection is not None:
