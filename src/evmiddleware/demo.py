@@ -208,6 +208,7 @@ def run_demo(visitors: int = 40, seed: int = 7) -> int:
         sandbox.inject("userflux", Fault("retry_after", retry_after=1))
         sandbox.inject("flywheel", Fault("close"))
         print(f"evmiddleware demo: {visitors} visitors against the sandbox at {sandbox.url}")
+        print("  faults injected once each: flokit 503, userflux 429 + Retry-After 1, flywheel hang-up")
         drivers: list[tuple[str, Driver]] = [
             ("raw WSGI", _drive_wsgi),
             ("raw ASGI", lambda share: asyncio.run(_drive_asgi(share))),
