@@ -33,15 +33,13 @@ from urllib.parse import unquote_plus
 
 from . import runtime as _rt
 from ._log import limited
-from ._parse import csv_tuple
 from .api import record_request_event
+from .capture_options import SECRET_WORDS, CaptureOptions, _checked, looks_secret
 from .context import RequestContext
 from .errors import ConfigurationError
 from .identity import (
-    BROWSER_ID_COOKIES,
     CookieWriter,
     adopt_browser_id,
-    check_cookie_name,
     cookie_value,
     is_valid_id,
     klaviyo_exchange_id,
@@ -50,110 +48,10 @@ from .identity import (
 
 __all__ = ["Capture", "CaptureOptions", "RequestState", "SECRET_WORDS", "errors", "looks_secret"]
 
-#: A query parameter or header whose name contains one of these is never captured.
-SECRET_WORDS = (
-    "token", "password", "passwd", "pwd", "secret", "key", "auth", "session", "code", "signature",
-    "credential", "jwt", "nonce", "csrf", "ssn", "cookie",
-)  # fmt: skip
-
 # Bounds on what one request can put into its event (the event's own size limit is a backstop).
 _MAX_PATH, _MAX_UA, _MAX_REFERRER, _MAX_PARAM, _MAX_QUERY_PARTS = 2048, 512, 1024, 256, 64
 _perf = time.perf_counter
 _random = random.random
-
-
-def looks_secret(name: str) -> bool:
-    """True when ``name`` (a query key or header name) may hold a credential: never captured."""
-    lowered = name.lower()
-    return any(word in lowered for word in SECRET_WORDS)
-
-
-_NAME_LISTS = (
-    "adopt_cookies",
-    "trusted_proxies",
-    "exclude_regexes",
-    "exclude_methods",
-    "capture_headers",
-    "capture_query_params",
-)
-
-
-def _names(value: Any) -> tuple[str, ...]:
-    return csv_tuple(value) if value else ()
-
-
-@dataclasses.dataclass(frozen=True)
-class CaptureOptions:
-    """How requests become events; built once, when the middleware is created.
-
-    Every field has a safe default; pass the ones to change to the middleware::
-
-        app = EventMiddleware(app, exclude_paths=("/health", "/static"), user_id_resolver=user_of)
-
-    ``exclude_paths`` (literal prefixes) defaults to ``EVMIDDLEWARE_EXCLUDE_PATHS`` and
-    ``flush_timeout`` to ``shutdown_timeout``, both read when the middleware is created.
-    ``consent``, when given, alone decides whether a request is tracked (it sees ``Sec-GPC``/``DNT`` in
-    the request); without it, ``Sec-GPC: 1`` (and ``DNT: 1`` with ``respect_dnt``) opts out. A request
-    that is not tracked gets no cookie, no event and no request context (``track()`` there needs ids).
-    With ``__kla_id`` in ``adopt_cookies`` (the default), Klaviyo's exchange id is also recorded on every
-    request that carries it, as the ``klaviyo_exchange_id`` alias. ``route_resolver`` runs after the
-    app, only when the framework exposed no route template; the raw path is the last resort.
-    ``trusted_proxies`` are addresses or networks (or ``"*"``) whose
-    ``X-Forwarded-Proto`` decides whether the cookie gets ``Secure``.
-    """
-
-    event_name: str = "http_request"
-    cookie_name: str = "ev_anon_id"
-    cookie_max_age: int = 365 * 24 * 3600
-    cookie_domain: str | None = None
-    adopt_cookies: tuple[str, ...] = BROWSER_ID_COOKIES
-    trusted_proxies: tuple[str, ...] = ()
-    respect_dnt: bool = False
-    consent: Callable[[Any], bool] | None = None
-    user_id_resolver: Callable[[Any], str | None] | None = None
-    route_resolver: Callable[[Any], str | None] | None = None
-    exclude_paths: tuple[str, ...] | None = None
-    exclude_regexes: tuple[str, ...] = ()
-    exclude_methods: tuple[str, ...] = ()
-    exclude_status_codes: tuple[int, ...] = ()
-    sample_rate: float = 1.0
-    capture_headers: tuple[str, ...] = ()
-    capture_query_params: tuple[str, ...] = ()
-    capture_ip: bool = False
-    flush_timeout: float | None = None
-    install_signal_handler: bool = True
-
-    def __post_init__(self) -> None:
-        # Accept lists and comma-separated strings (as from the environment); store tuples.
-        for name in _NAME_LISTS:
-            object.__setattr__(self, name, _names(getattr(self, name)))
-        if self.exclude_paths is not None:
-            object.__setattr__(self, "exclude_paths", _names(self.exclude_paths))
-        try:
-            codes = tuple(int(code) for code in _names(self.exclude_status_codes))
-            object.__setattr__(self, "exclude_status_codes", codes)
-            object.__setattr__(self, "sample_rate", float(self.sample_rate))
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"exclude_status_codes or sample_rate: {exc}") from None
-        if not isinstance(self.event_name, str) or not 0 < len(self.event_name.strip()) <= 255:
-            raise ConfigurationError(f"event_name: {self.event_name!r} is not a usable event name")
-        if not 0.0 <= self.sample_rate <= 1.0:
-            raise ConfigurationError(f"sample_rate: {self.sample_rate} is not between 0 and 1")
-        for name in self.adopt_cookies:
-            _checked("adopt_cookies", check_cookie_name, name)
-        for name in (*self.capture_headers, *self.capture_query_params):
-            if looks_secret(name):
-                raise ConfigurationError(f"capture: {name!r} looks like a credential and is never captured")
-        for hook in ("consent", "user_id_resolver", "route_resolver"):
-            if getattr(self, hook) is not None and not callable(getattr(self, hook)):
-                raise ConfigurationError(f"{hook}: {getattr(self, hook)!r} is not callable")
-
-
-def _checked(setting: str, check: Callable[..., Any], *args: Any) -> Any:
-    try:
-        return check(*args)
-    except (TypeError, ValueError, re.error) as exc:
-        raise ConfigurationError(f"{setting}: {exc}") from None
 
 
 class RequestState:
