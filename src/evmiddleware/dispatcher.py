@@ -73,8 +73,10 @@ class Dispatcher:
         spool_path: str | None = None,
         spool_interval: float = 0.1,
         spool_lease: float = 30.0,
+        on_failure: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._on_failure = on_failure
         _import_http_stack()
         self._spool_path = spool_path
         self._spool_lease = spool_lease
@@ -164,8 +166,12 @@ class Dispatcher:
     def _run(self) -> None:
         try:
             asyncio.run(self._main())
-        except Exception:  # never let the thread die silently
+        except Exception:  # never let the thread die silently, nor its events go uncounted
             logger.exception("evmiddleware: the dispatcher stopped on an error")
+            if self._on_failure is not None:
+                self._on_failure()  # later events are counted as dropped too, not queued for nobody
+            for lane in self.lanes:
+                lane.stop_everything("dispatcher_error")
         finally:
             self._ready.set()  # whoever waits for the start (flush, stop, settle) need not wait longer
 

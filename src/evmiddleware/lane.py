@@ -244,9 +244,9 @@ class Lane:
             for event in events:
                 event_dropped.send(None, event=event, provider=self.name, reason=reason)
 
-    def stop_everything(self) -> int:
+    def stop_everything(self, reason: str = "shutdown") -> int:
         """At a stop past its deadline: what is still open or queued is kept in the spool for the
-        next process, or else counted as dropped (``shutdown``) — never lost silently."""
+        next process, or else counted as dropped (``reason``) — never lost silently."""
         entries = [(item.spool_id, item.event) for group in self._groups.values() for item in group.items]
         self._groups.clear()
         self.pending = 0
@@ -259,7 +259,7 @@ class Lane:
         if self.spool is not None and self.spool.working:
             self._keep(entries)
             return 0
-        self.finish_dropped([event for _, event in entries], "shutdown")
+        self.finish_dropped([event for _, event in entries], reason)
         return len(entries)
 
     def _keep(self, entries: list[tuple[int | None, Event]]) -> None:

@@ -50,6 +50,7 @@ class Runtime:
             spool_path=settings.spool,
             spool_interval=settings.spool_interval,
             spool_lease=settings.spool_lease,
+            on_failure=self._dispatcher_failed,
         )
         # A batch's worth waiting wakes the dispatcher early; below that it looks every tick.
         self._nudge_at = max(64, min(lane.limits.max_events for lane in self.lanes)) if self.lanes else 0
@@ -57,6 +58,7 @@ class Runtime:
         self.dropped: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.closed = False
+        self._closed_reason = "shut_down"
         if settings.spool and not self.disabled and check_spool_file:
             check_spool(settings.spool)
         hide_in_http_logs(secret for provider in settings.providers for secret in provider.secrets())
@@ -68,7 +70,7 @@ class Runtime:
 
     def submit(self, event: Event) -> None:
         if self.closed:
-            self.drop(event, "shut_down")
+            self.drop(event, self._closed_reason)
             return
         nudge = False
         for queue in self.queues:
@@ -79,6 +81,10 @@ class Runtime:
             dispatcher.start()
         elif nudge:
             dispatcher.nudge()
+
+    def _dispatcher_failed(self) -> None:
+        self._closed_reason = "dispatcher_error"
+        self.closed = True
 
     def drop(self, event: Event | None, reason: str, detail: str = "") -> None:
         """An event refused before any provider saw it: counted, logged (rate-limited), signalled."""

@@ -158,3 +158,29 @@ def test_shutdown_past_its_timeout_counts_what_it_could_not_send():
         evmiddleware.shutdown(0.5)
         release.set()
     assert evmiddleware.stats()["providers"]["flokit"]["dropped"] == {"shutdown": 3}
+
+
+def test_a_dispatcher_that_dies_counts_every_event_it_held_and_every_later_one(monkeypatch, caplog_evm):
+    import asyncio
+
+    from evmiddleware.dispatcher import Dispatcher
+
+    async def broken(self, tasks):
+        await asyncio.sleep(0.2)
+        raise RuntimeError("bug in the dispatcher")
+
+    monkeypatch.setattr(Dispatcher, "_until_stopped", broken)
+    sink = MemorySink()
+    evmiddleware.configure(providers=[sink], flush_interval=60)
+    for _ in range(3):
+        evmiddleware.track("e", user_id="u")
+    runtime = evmiddleware.runtime.current()
+    thread = runtime.dispatcher._thread
+    assert thread is not None
+    thread.join(5)
+    assert not thread.is_alive()
+    evmiddleware.track("after", user_id="u")
+    stats = evmiddleware.stats()
+    assert stats["providers"]["memory"]["dropped"] == {"dispatcher_error": 3}
+    assert stats["dropped"] == {"dispatcher_error": 1}
+    assert "bug in the dispatcher" in caplog_evm.text

@@ -27,6 +27,9 @@ _TRUNCATE_SHORTFALL = 64
 
 
 class SandboxHTTPServer(ThreadingHTTPServer):
+    # Bursts of new connections from a client with several requests in flight: the default
+    # backlog of 5 refuses some, which real APIs behind load balancers do not.
+    request_queue_size = 128
     daemon_threads = True
     # Keep-alive handler threads would otherwise be joined on close, waiting on idle clients;
     # stop() shuts their sockets down instead.
