@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter, deque
 
 from ._log import limited
@@ -17,11 +18,13 @@ from .signals import event_dropped
 
 __all__ = ["ProviderQueue"]
 
+_monotonic = time.monotonic
+
 
 class ProviderQueue:
     """Events waiting for one provider. ``cap`` bounds queued plus held events."""
 
-    __slots__ = ("_lock", "cap", "drop_oldest", "dropped", "evicted", "held", "items", "name")
+    __slots__ = ("_lock", "_log_after", "cap", "drop_oldest", "dropped", "evicted", "held", "items", "name")
 
     def __init__(self, name: str, cap: int, *, drop_oldest: bool = False) -> None:
         self.name = name
@@ -35,6 +38,7 @@ class ProviderQueue:
         #: Events refused on the caller's side, by reason.
         self.dropped: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._log_after = 0.0
 
     def offer(self, event: Event) -> int:
         """Queue ``event``; returns the new queue length, or 0 when the event was dropped."""
@@ -56,14 +60,19 @@ class ProviderQueue:
                     self.items.append(event)
                     self.evicted += 1
             self.dropped["queue_full"] += 1
-        limited.log(
-            logging.WARNING,
-            f"queue_full:{self.name}",
-            "evmiddleware: the %s queue is full (%d events); dropping the %s event",
-            self.name,
-            self.cap,
-            "oldest" if victim is not event else "newest",
-        )
+        # While a provider is down every event lands here: look at the clock, not at the shared
+        # rate-limited logger (a lock and a dict), except about once a second.
+        now = _monotonic()
+        if now >= self._log_after:
+            self._log_after = now + 1.0
+            limited.log(
+                logging.WARNING,
+                f"queue_full:{self.name}",
+                "evmiddleware: the %s queue is full (%d events); dropping the %s event",
+                self.name,
+                self.cap,
+                "oldest" if victim is not event else "newest",
+            )
         if event_dropped.receivers:
             event_dropped.send(None, event=victim, provider=self.name, reason="queue_full")
         return len(self.items) if victim is not event else 0
