@@ -81,6 +81,10 @@ class ProviderAPI(ABC):
     """One emulated provider. Methods run under the sandbox lock, so state needs no locking."""
 
     name: ClassVar[str]
+    #: The path of a ``{"events": [...]}`` batch endpoint, where the provider has one.
+    batch_path: ClassVar[str | None] = None
+    #: The message of this provider's 429 answer.
+    throttle_message: ClassVar[str] = "Too many requests"
 
     def __init__(self, keys: SandboxKeys, limiter: SlidingWindowLimiter) -> None:
         self.keys = keys
@@ -94,13 +98,18 @@ class ProviderAPI(ABC):
     def error(self, status: int, message: str) -> Reply:
         """An error answer in this provider's own shape."""
 
-    @abstractmethod
     def throttled(self, retry_after: str, decision: Decision | None = None) -> Reply:
         """This provider's 429 answer; ``retry_after`` is the Retry-After header value."""
+        reply = self.error(429, self.throttle_message)
+        reply.headers["Retry-After"] = retry_after
+        return reply
 
-    @abstractmethod
     def events_in(self, doc: Any, path: str) -> int:
         """How many events a decoded body carries (best effort, for stats and the request log)."""
+        if path == self.batch_path:
+            events = doc.get("events") if isinstance(doc, dict) else None
+            return len(events) if isinstance(events, list) else 0
+        return 1 if isinstance(doc, dict) else 0
 
     def count_events(self, req: Request) -> int:
         try:

@@ -72,9 +72,6 @@ class FlameupAPI(ProviderAPI):
         reply.headers["Retry-After"] = retry_after
         return reply
 
-    def events_in(self, doc: Any, path: str) -> int:
-        return 1 if isinstance(doc, dict) else 0
-
     def handle(self, req: Request) -> Reply:
         match = _PATH.match(req.path)
         if match is None:

@@ -14,7 +14,6 @@ from .common import (
     media_type,
     new_id,
 )
-from .ratelimit import Decision
 from .validation import canonical_json, is_iso_datetime, is_string, parse_json
 
 __all__ = ["MAX_BATCH", "FloKitAPI"]
@@ -55,6 +54,8 @@ def event_problem(event: Any) -> str | None:
 
 class FloKitAPI(ProviderAPI):
     name = "flokit"
+    batch_path = _BATCH
+    throttle_message = "Rate limit exceeded: at most 100 requests per minute"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -66,17 +67,6 @@ class FloKitAPI(ProviderAPI):
     def error(self, status: int, message: str) -> Reply:
         code = _ERROR_CODES.get(status, "validation_error" if status == 422 else "server_error")
         return json_reply(status, {"error": code, "message": message})
-
-    def throttled(self, retry_after: str, decision: Decision | None = None) -> Reply:
-        reply = self.error(429, "Rate limit exceeded: at most 100 requests per minute")
-        reply.headers["Retry-After"] = retry_after
-        return reply
-
-    def events_in(self, doc: Any, path: str) -> int:
-        if path == _BATCH:
-            events = doc.get("events") if isinstance(doc, dict) else None
-            return len(events) if isinstance(events, list) else 0
-        return 1 if isinstance(doc, dict) else 0
 
     def handle(self, req: Request) -> Reply:
         if req.path not in (_SINGLE, _BATCH):

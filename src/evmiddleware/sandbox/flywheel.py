@@ -11,7 +11,6 @@ import re
 from typing import Any
 
 from .common import Accepted, ProviderAPI, Reply, Request, json_reply, media_type
-from .ratelimit import Decision
 from .validation import canonical_json, is_iso_datetime, is_number, is_string, parse_json
 
 __all__ = ["FlywheelAPI", "event_problem"]
@@ -53,11 +52,6 @@ class FlywheelAPI(ProviderAPI):
     def error(self, status: int, message: str) -> Reply:
         code = _CODES.get(status, "VALIDATION_ERROR" if status < 500 else "INTERNAL_ERROR")
         return json_reply(status, {"error": message, "code": code})
-
-    def throttled(self, retry_after: str, decision: Decision | None = None) -> Reply:
-        reply = self.error(429, "Too many requests")
-        reply.headers["Retry-After"] = retry_after
-        return reply
 
     def events_in(self, doc: Any, path: str) -> int:
         return 1 if isinstance(doc, dict) and isinstance(doc.get("event"), dict) else 0

@@ -10,7 +10,6 @@ from http import HTTPStatus
 from typing import Any
 
 from .common import Accepted, ProviderAPI, Reply, Request, bearer_token, json_reply, media_type
-from .ratelimit import Decision
 from .validation import canonical_json, is_number, is_string, parse_json
 
 __all__ = ["MAX_BATCH", "UserFluxAPI"]
@@ -38,20 +37,10 @@ def event_problem(event: Any) -> str | None:
 
 class UserFluxAPI(ProviderAPI):
     name = "userflux"
+    batch_path = _BATCH
 
     def error(self, status: int, message: str) -> Reply:
         return json_reply(status, {"error": HTTPStatus(status).phrase, "message": message})
-
-    def throttled(self, retry_after: str, decision: Decision | None = None) -> Reply:
-        reply = self.error(429, "Too many requests")
-        reply.headers["Retry-After"] = retry_after
-        return reply
-
-    def events_in(self, doc: Any, path: str) -> int:
-        if path == _BATCH:
-            events = doc.get("events") if isinstance(doc, dict) else None
-            return len(events) if isinstance(events, list) else 0
-        return 1 if isinstance(doc, dict) else 0
 
     def handle(self, req: Request) -> Reply:
         if req.path not in (_SINGLE, _BATCH):
