@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 import evmiddleware
-from evmiddleware import _log, runtime
+from evmiddleware import _log, runtime, signals
+from evmiddleware.events import Event
 from evmiddleware.providers.sinks import MemorySink
 
 
@@ -26,6 +27,19 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     if current is not None:
         current.shutdown(2.0)
     runtime._runtime = None
+
+
+@pytest.fixture
+def tracked_events() -> Iterator[list[Event]]:
+    """Every event, synchronously, the moment it is made (before the queue): order and count are exact."""
+    seen: list[Event] = []
+
+    def receive(sender: object, event: Event) -> None:
+        seen.append(event)
+
+    signals.event_tracked.connect(receive)
+    yield seen
+    signals.event_tracked.disconnect(receive)
 
 
 @pytest.fixture

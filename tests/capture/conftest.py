@@ -9,7 +9,7 @@ import pytest
 from capture_helpers import Clock
 
 import evmiddleware
-from evmiddleware import capture, lifecycle, signals
+from evmiddleware import capture, lifecycle
 from evmiddleware import runtime as _rt
 from evmiddleware.events import Event
 from evmiddleware.providers.sinks import MemorySink
@@ -32,16 +32,9 @@ def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[MemorySink]:
 
 
 @pytest.fixture
-def tracked() -> Iterator[list[Event]]:
-    """Every event, synchronously, the moment it is made (before the queue): order and count are exact."""
-    seen: list[Event] = []
-
-    def receive(sender: object, event: Event) -> None:
-        seen.append(event)
-
-    signals.event_tracked.connect(receive)
-    yield seen
-    signals.event_tracked.disconnect(receive)
+def tracked(tracked_events: list[Event]) -> list[Event]:
+    """Every event as it is made (see ``tracked_events``)."""
+    return tracked_events
 
 
 @pytest.fixture

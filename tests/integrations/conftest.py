@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import evmiddleware
-from evmiddleware import capture, lifecycle, signals
+from evmiddleware import capture, lifecycle
 from evmiddleware.events import Event
 from evmiddleware.providers.sinks import MemorySink
 from evmiddleware.sandbox import Sandbox
@@ -32,16 +32,9 @@ def sink() -> Iterator[MemorySink]:
 
 
 @pytest.fixture
-def events() -> Iterator[list[Event]]:
-    """Every event, synchronously, as it is made (before the queue): order and count are exact."""
-    seen: list[Event] = []
-
-    def receive(sender: object, event: Event) -> None:
-        seen.append(event)
-
-    signals.event_tracked.connect(receive)
-    yield seen
-    signals.event_tracked.disconnect(receive)
+def events(tracked_events: list[Event]) -> list[Event]:
+    """Every event as it is made (see ``tracked_events``)."""
+    return tracked_events
 
 
 @pytest.fixture
