@@ -37,6 +37,7 @@ __all__ = [
     "iso_utc",
     "parse_retry_after",
     "payload_properties",
+    "put_ids",
 ]
 
 
@@ -65,6 +66,15 @@ def iso_utc(timestamp: dt.datetime) -> str:
         t.second,
         t.microsecond // 1000,
     )
+
+
+def put_ids(body: dict[str, Any], event: Event, user_key: str, anonymous_key: str) -> None:
+    """Add the event's ids under the provider's field names. An absent id is left out, never sent as
+    ``null``: the schemas type the ids as strings."""
+    if event.user_id:
+        body[user_key] = event.user_id
+    if event.anonymous_id:
+        body[anonymous_key] = event.anonymous_id
 
 
 def payload_properties(event: Event) -> dict[str, JSONValue]:

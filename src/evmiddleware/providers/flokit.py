@@ -27,6 +27,7 @@ from .base import (
     dumps,
     iso_utc,
     payload_properties,
+    put_ids,
 )
 
 DEFAULT_URL = "https://api.flokit.ai"
@@ -54,10 +55,7 @@ class FloKit(HttpProvider):
         if not event.user_id and not event.anonymous_id:
             raise SkipEvent("no_identity", "FloKit needs a user id or an anonymous id")
         body: dict[str, Any] = {"event": event.name, "timestamp": iso_utc(event.timestamp)}
-        if event.user_id:
-            body["user_id"] = event.user_id
-        if event.anonymous_id:
-            body["anonymous_id"] = event.anonymous_id
+        put_ids(body, event, "user_id", "anonymous_id")
         body["properties"] = payload_properties(event)
         return dumps(body)
 

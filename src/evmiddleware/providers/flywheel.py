@@ -17,7 +17,17 @@ from typing import Any, ClassVar
 from ..events import Event
 from ..normalize import JSONValue
 from ._http import COMMON_OPTIONS, read_http_options
-from .base import Batch, HttpProvider, HttpRequest, Limits, SkipEvent, dumps, iso_utc, payload_properties
+from .base import (
+    Batch,
+    HttpProvider,
+    HttpRequest,
+    Limits,
+    SkipEvent,
+    dumps,
+    iso_utc,
+    payload_properties,
+    put_ids,
+)
 
 DEFAULT_URL = "https://api.flywheel.cx"
 # No published rate limit or body limit: single-event requests overlap (8 in flight) and stay
@@ -96,10 +106,7 @@ class Flywheel(HttpProvider):
             "event_id": event.id,
             "timestamp": iso_utc(event.timestamp),
         }
-        if event.user_id:
-            body["user_id"] = event.user_id
-        if event.anonymous_id:
-            body["anonymous_id"] = event.anonymous_id
+        put_ids(body, event, "user_id", "anonymous_id")
         if event.kind == "identify":
             body["identify"] = True
         body["properties"] = flatten_properties(payload_properties(event))

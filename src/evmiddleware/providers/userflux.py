@@ -15,7 +15,7 @@ from .._parse import parse_bool
 from ..errors import ConfigurationError
 from ..events import Event
 from ._http import COMMON_OPTIONS, read_http_options
-from .base import Batch, HttpProvider, HttpRequest, Limits, dumps, payload_properties
+from .base import Batch, HttpProvider, HttpRequest, Limits, dumps, payload_properties, put_ids
 
 DEFAULT_URL = "https://integration-api.userflux.co"
 # 50 events per request is published; a body limit is not, so batches also stay under 1 MB (the
@@ -80,11 +80,7 @@ class UserFlux(HttpProvider):
 
     def encode(self, event: Event) -> bytes:
         body: dict[str, Any] = {"name": event.name, "timestamp": epoch_millis(event.timestamp)}
-        # The schema types the ids as strings: an absent id is left out rather than sent as null.
-        if event.user_id:
-            body["userId"] = event.user_id
-        if event.anonymous_id:
-            body["anonymousId"] = event.anonymous_id
+        put_ids(body, event, "userId", "anonymousId")
         body["properties"] = payload_properties(event)
         return dumps(body)
 
