@@ -137,6 +137,7 @@ class Dispatcher:
         if threading.current_thread() is self._thread:
             return False  # a signal receiver on the dispatcher thread would wait for itself
         self.start()
+        deadline = None if timeout is None else self._clock() + timeout
         if not self._ready.wait(timeout if timeout is not None else 5.0):
             return False
         waiter = _FlushWaiter({}, 0)
@@ -147,7 +148,8 @@ class Dispatcher:
             loop.call_soon_threadsafe(self._add_waiter, waiter)
         except RuntimeError:
             return False
-        finished = waiter.done.wait(timeout)
+        # One timeout for the whole call: the start-up wait above already spent part of it.
+        finished = waiter.done.wait(None if deadline is None else max(0.0, deadline - self._clock()))
         return finished and waiter.all_delivered
 
     def stop(self, timeout: float) -> int:
