@@ -77,11 +77,11 @@ class ProviderQueue:
             event_dropped.send(None, event=victim, provider=self.name, reason="queue_full")
         return len(self.items) if victim is not event else 0
 
-    def take(self) -> Event | None:
-        """Dispatcher side: the oldest queued event, counted as held."""
-        try:
-            event = self.items.popleft()
-        except IndexError:
-            return None
-        self.held += 1
-        return event
+    def take_many(self, limit: int) -> list[Event]:
+        """Dispatcher side: up to ``limit`` of the oldest queued events (all with -1), counted as held."""
+        items = self.items
+        count = len(items) if limit < 0 else min(limit, len(items))
+        # Counted as held before they leave the deque, so the bound never looks looser than it is.
+        self.held += count
+        popleft = items.popleft
+        return [popleft() for _ in range(count)]

@@ -5,9 +5,10 @@ All of this runs on the dispatcher thread only; other threads read the counters 
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ._log import limited, logger, redact
 from .buffer import ProviderQueue
@@ -18,6 +19,9 @@ from .signals import batch_failed, batch_sent, event_dropped
 from .spool import Spool
 
 __all__ = ["Lane"]
+
+
+_new_tuple = tuple.__new__
 
 
 class _Group:
@@ -74,21 +78,36 @@ class Lane:
         """
         if self.spool is not None and self.queue.items:
             self._spool_queued()
+        want = -1 if self._grouped else self.limits.max_events - self.pending  # -1: all there is
+        if want == 0:
+            return
         backlog = self.backlog
-        take = self.queue.take
+        if backlog:
+            count = len(backlog) if want < 0 else min(want, len(backlog))
+            entries = [backlog.popleft() for _ in range(count)]
+            self._open([event for _, event in entries], [spool_id for spool_id, _ in entries], now)
+            if backlog or count == want:
+                return
+            want = want - count if want > 0 else want
+        events = self.queue.take_many(want)
+        if events:
+            self._open(events, itertools.repeat(None), now)
+
+    def _open(self, events: list[Event], spool_ids: Iterable[int | None], now: float) -> None:
+        """Encode ``events`` into their groups' open batches (taken in bulk: this runs per event)."""
         encode = self.provider.encode
         group_key = self.provider.group_key if self._grouped else None
-        limit = self.limits.max_events
-        while self._grouped or self.pending < limit:
-            if backlog:
-                spool_id, event = backlog.popleft()
-            else:
-                spool_id, event = None, take()  # type: ignore[assignment]
-                if event is None:
-                    return
+        groups = self._groups
+        room = self._body_room
+        group: _Group | None = None
+        key: str | None = None
+        added = 0
+        for event, spool_id in zip(events, spool_ids, strict=False):  # spool_ids may be endless
             try:
                 data = encode(event)
-                key = group_key(event) if group_key else None
+                if group_key is not None:
+                    key = group_key(event)
+                    group = None
             except SkipEvent as skip:
                 self.skipped[skip.reason] += 1
                 self._finish(1, [spool_id])
@@ -103,22 +122,24 @@ class Lane:
                 )
                 self.finish_dropped([event], "encode_error", [spool_id])
                 continue
-            if len(data) > self._body_room:
+            if len(data) > room:
                 self.finish_dropped([event], "too_large", [spool_id])
                 continue
-            group = self._groups.get(key)
             if group is None:
-                group = self._groups[key] = _Group(now)
-            group.items.append(Encoded(event, data, spool_id))
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = _Group(now)
+            # tuple.__new__ skips the generated ``Encoded.__new__``: half the cost, once per event.
+            group.items.append(_new_tuple(Encoded, (event, data, spool_id)))
             group.bytes += len(data) + 1
-            self.pending += 1
+            added += 1
+        self.pending += added
 
     def _spool_queued(self) -> None:
         """Everything the callers queued goes to the spool before it is worked on."""
         assert self.spool is not None
         events = []
-        while (event := self.queue.take()) is not None:
-            events.append(event)
+        events = self.queue.take_many(-1)
         self.backlog.extend(zip(self.spool.add(self.name, events), events, strict=True))
 
     def reclaim(self) -> None:
@@ -152,14 +173,18 @@ class Lane:
     def take_batch(self, key: str | None, now: float) -> Batch:
         """Close a batch of group ``key``: as many events as the count and byte limits allow."""
         group = self._groups[key]
-        items: list[Encoded] = []
-        size = 0
-        while group.items and len(items) < self.limits.max_events:
-            item = group.items[0]
-            if items and size + len(item.data) + 1 > self._body_room:
-                break
-            items.append(group.items.popleft())
-            size += len(item.data) + 1
+        items: list[Encoded]
+        if len(group.items) <= self.limits.max_events and group.bytes <= self._body_room:
+            items, size = list(group.items), group.bytes  # the whole group fits: the common case
+            group.items.clear()
+        else:
+            items, size = [], 0
+            while group.items and len(items) < self.limits.max_events:
+                item = group.items[0]
+                if items and size + len(item.data) + 1 > self._body_room:
+                    break
+                items.append(group.items.popleft())
+                size += len(item.data) + 1
         group.bytes -= size
         if not group.items:
             del self._groups[key]
@@ -179,13 +204,16 @@ class Lane:
         if self.spool is not None and spool_ids:
             self.spool.done(spool_ids)
 
+    def _spool_ids(self, batch: Batch) -> list[int | None] | None:
+        return [item.spool_id for item in batch.items] if self.spool is not None else None
+
     def finish_sent(self, batch: Batch, rejected: dict[int, str] | None = None) -> None:
         rejected = rejected or {}
         delivered = len(batch.items) - len(rejected)
         self.sent += delivered
         for index, reason in rejected.items():
             self._reject_one(batch.items[index].event, reason)
-        self._finish(len(batch.items), [item.spool_id for item in batch.items])
+        self._finish(len(batch.items), self._spool_ids(batch))
         if batch_sent.receivers:
             batch_sent.send(None, provider=self.name, count=delivered, rejected=len(rejected))
 
@@ -205,7 +233,7 @@ class Lane:
             )
         for item in batch.items:
             self._reject_one(item.event, reason)
-        self._finish(len(batch.items), [item.spool_id for item in batch.items])
+        self._finish(len(batch.items), self._spool_ids(batch))
         if batch_failed.receivers:
             batch_failed.send(None, provider=self.name, count=len(batch.items), reason=reason)
 
@@ -231,7 +259,7 @@ class Lane:
             len(batch.items),
             reason,
         )
-        self.finish_dropped([item.event for item in batch.items], reason, [i.spool_id for i in batch.items])
+        self.finish_dropped([item.event for item in batch.items], reason, self._spool_ids(batch))
         if batch_failed.receivers:
             batch_failed.send(None, provider=self.name, count=len(batch.items), reason=reason)
 
@@ -252,8 +280,7 @@ class Lane:
         self.pending = 0
         entries.extend(self.backlog)
         self.backlog.clear()
-        while (event := self.queue.take()) is not None:
-            entries.append((None, event))
+        entries.extend((None, event) for event in self.queue.take_many(-1))
         if not entries:
             return 0
         if self.spool is not None and self.spool.working:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import math
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -16,6 +15,7 @@ from enum import Enum
 from typing import Any
 from uuid import UUID
 
+from ._json import dumps
 from .errors import EventError
 
 JSONValue = Any  # str | int | float | bool | None | list[JSONValue] | dict[str, JSONValue]
@@ -70,7 +70,7 @@ def normalize_properties(
 
 def _check_size(value: dict[str, JSONValue], max_bytes: int) -> None:
     try:
-        size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+        size = len(dumps(value))
     except ValueError as exc:  # an int of over 4,300 digits, a lone surrogate (UnicodeEncodeError)
         raise EventError("invalid_properties", f"properties cannot be sent as JSON: {exc}") from None
     if size > max_bytes:

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+from ._json import dumps
 from ._log import limited, logger
 from .errors import ConfigurationError
 from .events import Event
@@ -53,7 +54,7 @@ fork_guard = threading.Lock()
 def encode_event(event: Event) -> str:
     data = event.as_dict()
     data["aliases"] = dict(event.aliases)
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return dumps(data).decode()
 
 
 def decode_event(payload: str) -> Event:

@@ -31,10 +31,20 @@ def test_drop_oldest_keeps_the_latest_events_and_counts_evictions():
 def test_held_events_count_against_the_bound():
     queue = ProviderQueue("p", 2)
     queue.offer(event(0))
-    assert queue.take() is not None
+    assert len(queue.take_many(5)) == 1
     assert queue.held == 1
     assert queue.offer(event(1)) == 1
     assert queue.offer(event(2)) == 0
+
+
+def test_take_many_takes_the_oldest_up_to_the_limit_or_all():
+    queue = ProviderQueue("p", 10)
+    for i in range(5):
+        queue.offer(event(i))
+    assert [e.name for e in queue.take_many(2)] == ["e0", "e1"]
+    assert [e.name for e in queue.take_many(-1)] == ["e2", "e3", "e4"]
+    assert queue.take_many(-1) == []
+    assert queue.held == 5
 
 
 def test_every_drop_is_signalled_with_its_reason():

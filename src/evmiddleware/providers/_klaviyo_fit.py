@@ -8,14 +8,13 @@ must be an address and ``phone_number`` E.164, or the request is refused.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 
 from .._log import limited
 from ..events import MAX_ID_LENGTH, Event
 from ..normalize import JSONValue
-from .base import SkipEvent, payload_properties
+from .base import SkipEvent, dumps, payload_properties
 
 MAX_METRIC_NAME = 127
 MAX_PROPERTIES = 400
@@ -67,7 +66,7 @@ def _fit(value: JSONValue, depth: int, path: str, trimmed: list[str]) -> JSONVal
         return _cut(value, path, trimmed)
     if isinstance(value, (dict, list)):
         if depth > MAX_DEPTH:
-            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            text = dumps(value).decode()
             trimmed.append(path)
             return _cut(text, path, [])
         if isinstance(value, dict):

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 import httpx
 
+from .._json import dumps
 from .._log import redact
 from ..events import Event
 from ..normalize import JSONValue
@@ -42,13 +43,6 @@ __all__ = [
 
 
 _UTC = dt.timezone.utc
-# json.dumps() with any non-default option builds a new JSONEncoder per call: a third of its cost.
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-
-
-def dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON, the form every provider accepts."""
-    return _encode(value).encode()
 
 
 def iso_utc(timestamp: dt.datetime) -> str:
@@ -56,16 +50,19 @@ def iso_utc(timestamp: dt.datetime) -> str:
     if timestamp.tzinfo is not _UTC:  # events carry this one already; anything else is converted
         timestamp = timestamp.astimezone(_UTC)
     t = timestamp
-    # %-formatting: 1.1 µs, where isoformat() and replace() take 1.9 µs and an f-string 2.4 µs.
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031
-        t.year,
-        t.month,
-        t.day,
-        t.hour,
-        t.minute,
-        t.second,
-        t.microsecond // 1000,
-    )
+    global _second
+    # Events come in bursts within the same second: format it once, then add the milliseconds from
+    # a table (0.4 µs an event, where formatting every field takes 1.1 µs).
+    second = (t.second, t.minute, t.hour, t.day, t.month, t.year)
+    known, prefix = _second
+    if second != known:
+        prefix = "%04d-%02d-%02dT%02d:%02d:%02d" % (t.year, t.month, t.day, t.hour, t.minute, t.second)  # noqa: UP031
+        _second = (second, prefix)  # one tuple: a thread reading meanwhile sees the old or the new pair
+    return prefix + _MILLISECONDS[t.microsecond // 1000]
+
+
+_second: tuple[tuple[int, ...], str] = ((), "")
+_MILLISECONDS = tuple(f".{ms:03d}Z" for ms in range(1000))
 
 
 def put_ids(body: dict[str, Any], event: Event, user_key: str, anonymous_key: str) -> None:

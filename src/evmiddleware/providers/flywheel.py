@@ -9,7 +9,6 @@ on identify events makes Flywheel update the profile from their properties (the 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -68,7 +67,7 @@ def _flatten_into(flat: dict[str, Scalar], prefix: str, mapping: Mapping[str, JS
         if isinstance(value, Mapping):
             _flatten_into(flat, name + ".", value)
         elif isinstance(value, (list, tuple)):
-            flat[name] = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            flat[name] = dumps(value).decode()
         else:
             flat[name] = value
 
