@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
 import tracemalloc
 from typing import Any
 
@@ -77,3 +79,17 @@ def test_encoded_events_keep_no_slack_memory() -> None:
         tracemalloc.stop()
     assert len(kept) == 1000
     assert grown < 1000 * 200
+
+
+def test_without_orjson_the_stdlib_writes_the_same_bytes() -> None:
+    # On an interpreter without orjson wheels the library must still work, byte for byte the same.
+    script = (
+        "import sys; sys.modules['orjson'] = None\n"
+        "from evmiddleware import _json\n"
+        "assert _json.dumps is _json.stdlib_dumps\n"
+        "value = {'name': 'caf\\u00e9', 'n': [1, True, None], 'big': 10**30}\n"
+        "sys.stdout.write(_json.dumps(value).decode())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == _json.dumps({"name": "café", "n": [1, True, None], "big": 10**30}).decode()
