@@ -88,8 +88,8 @@ def test_without_orjson_the_stdlib_writes_the_same_bytes() -> None:
         "from evmiddleware import _json\n"
         "assert _json.dumps is _json.stdlib_dumps\n"
         "value = {'name': 'caf\\u00e9', 'n': [1, True, None], 'big': 10**30}\n"
-        "sys.stdout.write(_json.dumps(value).decode())\n"
+        "sys.stdout.buffer.write(_json.dumps(value))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == _json.dumps({"name": "café", "n": [1, True, None], "big": 10**30}).decode()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == _json.dumps({"name": "café", "n": [1, True, None], "big": 10**30})
