@@ -278,7 +278,6 @@ def profile_job(job: dict[str, Any]) -> dict[str, Any]:
     from evmiddleware import runtime as rt
     from evmiddleware.asgi import EventMiddleware as AsgiEvents
     from evmiddleware.capture import Capture, RequestState
-    from evmiddleware.context import RequestContext
     from evmiddleware.wsgi import EventMiddleware as WsgiEvents
 
     # A queue that never fills: the hot loops below queue events faster than any sink drains them.
@@ -300,7 +299,7 @@ def profile_job(job: dict[str, Any]) -> dict[str, Any]:
     )
 
     def minimal_state(self: Any, request: Any, _: Any = None) -> RequestState:
-        return RequestState(RequestContext(RETURNING_ID), {"method": "GET", "path": "/"}, request, None, 0.0)
+        return RequestState(RETURNING_ID, None, {}, {"method": "GET", "path": "/"}, request, None, 0.0)
 
     def finish_only_done(self: Any, state: Any, *args: Any, **kwargs: Any) -> None:
         state.done = True
@@ -389,7 +388,7 @@ def _pieces_alone(kind: str, returning: bool, runtime: Any, n: int) -> dict[str,
         )
     state = capture.start_scope(scope)
     assert state is not None
-    ctx, props = state.ctx, dict(state.props)
+    ctx, props = state, dict(state.props)
     props.update(route="/items/42", status_code=200, duration_ms=0.123)
     settings = runtime.settings
 

@@ -55,8 +55,7 @@ class EventMiddleware:
         if scope["type"] != "http" or STATE_KEY in scope:
             await self._not_tracked(scope, receive, send)
             return
-        capture = self.capture
-        state = scope[STATE_KEY] = capture.start_scope(scope)
+        state = scope[STATE_KEY] = self.capture.start_scope(scope)
         if state is None:
             await self.app(scope, receive, send)
             return
@@ -76,16 +75,18 @@ class EventMiddleware:
                 return
             await send(message)
             if kind in _BODY:
-                last = not message.get("more_body", False) and not trailers
+                if message.get("more_body", False) or trailers:
+                    return
             elif kind == "http.response.trailers":
-                last = not message.get("more_trailers", False)
-            else:
-                last = kind == "http.response.pathsend"
-            if last:
-                if (state.status or 0) < 500:
-                    finish()
-                else:  # frameworks send their error page, then re-raise: wait for the exception's type
-                    state.ended = _capture._perf()
+                if message.get("more_trailers", False):
+                    return
+            elif kind != "http.response.pathsend":
+                return
+            # The last message has left.
+            if (state.status or 0) < 500:
+                self._finish(state, scope, root_path, None)
+            else:  # frameworks send their error page, then re-raise: wait for the exception's type
+                state.ended = _capture._perf()
 
         async def receive_tracked() -> Message:
             message = await receive()
@@ -93,22 +94,28 @@ class EventMiddleware:
                 state.disconnected = True
             return message
 
-        def finish(error: BaseException | None = None) -> None:
-            if "route" in scope:
-                _take_route(state, scope, root_path)
-            capture.finish(state, error=error)
-
-        token = _enter(state.ctx)
+        token = _enter(state)
         try:
             await self.app(scope, receive_tracked, send_tracked)
         except BaseException as exc:
             if not state.done:
-                finish(exc)
+                self._finish(state, scope, root_path, exc)
             raise
         finally:
             _leave(token)
         if not state.done:  # returned with the response unfinished: the client left (or no response)
-            finish()
+            self._finish(state, scope, root_path, None)
+
+    def _finish(
+        self,
+        state: RequestState,
+        scope: MutableMapping[str, Any],
+        root_path: str,
+        error: BaseException | None,
+    ) -> None:
+        if "route" in scope:
+            _take_route(state, scope, root_path)
+        self.capture.finish(state, error=error)
 
     async def _not_tracked(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         """Other scopes untouched; lifespan with the shutdown flush; a request an outer copy took."""

@@ -54,8 +54,9 @@ _perf = time.perf_counter
 _random = random.random
 
 
-class RequestState:
-    """One request being captured. Adapters and integrations may set, after the app ran:
+class RequestState(RequestContext):
+    """One request being captured; also the request's context (what ``track()`` inside it sees), so a
+    request costs one object. Adapters and integrations may set, after the app ran:
 
     ``status`` (int), ``route`` (a template such as ``/items/{item_id}``), ``user_id``,
     ``disconnected`` (the client went away before the response was complete), ``ended``
@@ -64,7 +65,6 @@ class RequestState:
 
     __slots__ = (
         "_route",
-        "ctx",
         "disconnected",
         "done",
         "ended",
@@ -76,10 +76,26 @@ class RequestState:
     )
 
     def __init__(
-        self, ctx: RequestContext, props: dict[str, Any], request: Any, set_cookie: str | None, started: float
+        self,
+        anonymous_id: str | None,
+        user_id: str | None,
+        facts: dict[str, Any],
+        props: dict[str, Any],
+        request: Any,
+        set_cookie: str | None,
+        started: float,
     ) -> None:
-        self.ctx = ctx
+        # RequestContext's fields set here rather than through super().__init__: one Python call less
+        # per request, on the path every request takes.
+        self.anonymous_id = anonymous_id
+        self.user_id = user_id
+        self.facts = facts
+        self.tracked = True
+        self.identified = False
+        self.aliases = {}
         self.props = props
+        #: What the hooks get; dropped by ``finish`` (the scope or environ holds this state under
+        #: STATE_KEY: without that, the pair would wait for the garbage collector).
         self.request = request
         #: The ``Set-Cookie`` header value for this response, or ``None`` (the visitor has the cookie).
         self.set_cookie = set_cookie
@@ -92,6 +108,11 @@ class RequestState:
         self._route: str | None = None
 
     @property
+    def ctx(self) -> RequestState:
+        """The request's context: the state itself (kept for adapters written against the old split)."""
+        return self
+
+    @property
     def route(self) -> str | None:
         return self._route
 
@@ -100,15 +121,7 @@ class RequestState:
         self._route = template
         if template:
             # A new dict, never a mutation: events already queued share the old one with the dispatcher.
-            self.ctx.facts = {**self.ctx.facts, "route": template}
-
-    @property
-    def user_id(self) -> str | None:
-        return self.ctx.user_id
-
-    @user_id.setter
-    def user_id(self, value: str | None) -> None:
-        self.ctx.user_id = value
+            self.facts = {**self.facts, "route": template}
 
 
 class Capture:
@@ -152,6 +165,7 @@ class Capture:
             else None
         )
         self._methods = frozenset(method.upper() for method in options.exclude_methods)
+        self._filters = bool(self._methods or self._prefixes) or self._regex is not None
         self._statuses = frozenset(options.exclude_status_codes)
         self._sample = options.sample_rate
         self._dnt = options.respect_dnt
@@ -170,13 +184,14 @@ class Capture:
         self._extra_headers = tuple(
             (name.lower(), "header_" + name.lower().replace("-", "_")) for name in options.capture_headers
         )
+        self._rare = bool(self._extra_headers or self._ip)
         # The one header scan looks for these names only.
         wanted = ["cookie", "user-agent", "referer", "sec-gpc", *(name for name, _ in self._extra_headers)]
         if self._dnt:
             wanted.append("dnt")
         if self._proxies or self._trust_all:
             wanted.append("x-forwarded-proto")
-        self._asgi_wanted = {name.encode("latin-1"): name for name in wanted}
+        self._asgi_wanted = tuple((name.encode("latin-1"), name) for name in wanted)
         # CGI names: Content-Type and Content-Length are the two without the HTTP_ prefix.
         self._environ_keys = tuple(
             (
@@ -189,8 +204,20 @@ class Capture:
 
     # -- headers, as each kind of server gives them -------------------------------------------
     def asgi_headers(self, raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-        """The headers ``start`` reads, from an ASGI scope's ``headers`` (one pass, lower-case names)."""
-        wanted = self._asgi_wanted
+        """The headers ``start`` reads, from an ASGI scope's ``headers`` (lower-case names)."""
+        # dict() indexes the whole list in C, then only the few wanted names are looked at: a Python
+        # loop over every header costs ten times more. With a repeated name (dict() would keep the
+        # last; we want the first, and every Cookie field) the list is scanned in Python instead.
+        if type(raw) is list and len(by_name := dict(raw)) == len(raw):
+            return {
+                key: value.decode("latin-1")
+                for name, key in self._asgi_wanted
+                if (value := by_name.get(name)) is not None
+            }
+        return self._asgi_headers_scan(raw)
+
+    def _asgi_headers_scan(self, raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+        wanted = dict(self._asgi_wanted)
         found: dict[str, str] = {}
         for name, value in raw:
             key = wanted.get(name)
@@ -203,22 +230,20 @@ class Capture:
 
     def environ_headers(self, environ: Mapping[str, Any]) -> dict[str, str]:
         """The headers ``start`` reads, from a WSGI environ (or Django's ``request.META``)."""
-        found: dict[str, str] = {}
-        for env_key, key in self._environ_keys:
-            value = environ.get(env_key)
-            if value is not None:
-                found[key] = value
-        return found
+        return {
+            key: value for env_key, key in self._environ_keys if (value := environ.get(env_key)) is not None
+        }
 
     def start_scope(self, scope: Mapping[str, Any], request: Any = None) -> RequestState | None:
         """:meth:`start` for an ASGI HTTP scope; hooks get ``request`` or the scope."""
         try:
             client = scope.get("client")
+            query_string = scope.get("query_string")
             return self.start(
                 scope["method"],
                 scope.get("scheme", "http"),
                 scope["path"],
-                scope.get("query_string", b"").decode("latin-1"),
+                query_string.decode("latin-1") if query_string else "",
                 self.asgi_headers(scope.get("headers", ())),
                 client[0] if client else None,
                 scope if request is None else request,
@@ -267,9 +292,7 @@ class Capture:
         """
         started = _perf()
         try:
-            if _rt.current().disabled or method in self._methods or path.startswith(self._prefixes):
-                return None
-            if self._regex is not None and self._regex.search(path):
+            if _rt.current().disabled or (self._filters and self._excluded(method, path)):
                 return None
             if self._consent is not None:
                 if not _hook("consent", self._consent, request, False):
@@ -288,15 +311,6 @@ class Capture:
 
             path = path[:_MAX_PATH]
             user_id = _hook("user_id", self._user_id, request, None) if self._user_id is not None else None
-            facts = {"method": method, "path": path}
-            ctx = RequestContext(anonymous_id, None if user_id is None else str(user_id), facts)
-            if self._kx and cookies and "__kla_id=" in cookies:
-                exchange_id = klaviyo_exchange_id(cookies)
-                if exchange_id is not None:  # Klaviyo joins the browser's profile through it (_kx)
-                    ctx.aliases["klaviyo_exchange_id"] = exchange_id
-            if self._sample < 1.0 and _random() >= self._sample:
-                ctx.tracked = False
-
             props: dict[str, Any] = {"method": method, "path": path}
             if (user_agent := headers.get("user-agent")) is not None:
                 props["user_agent"] = user_agent[:_MAX_UA]
@@ -307,12 +321,24 @@ class Capture:
                 props["referrer"] = referrer[:_MAX_REFERRER]
             if query_string and ("utm_" in query_string or self._query_keys):
                 self._query_props(query_string, props)
-            for name, key in self._extra_headers:
-                if (value := headers.get(name)) is not None:
-                    props[key] = value[:_MAX_PARAM]
-            if self._ip and client:
-                props["ip"] = client
-            return RequestState(ctx, props, request, set_cookie, started)
+            if self._rare:
+                self._rare_props(headers, client, props)
+            state = RequestState(
+                anonymous_id,
+                None if user_id is None else str(user_id),
+                {"method": method, "path": path},
+                props,
+                request,
+                set_cookie,
+                started,
+            )
+            if self._kx and cookies and "__kla_id=" in cookies:
+                exchange_id = klaviyo_exchange_id(cookies)
+                if exchange_id is not None:  # Klaviyo joins the browser's profile through it (_kx)
+                    state.aliases["klaviyo_exchange_id"] = exchange_id
+            if self._sample < 1.0 and _random() >= self._sample:
+                state.tracked = False
+            return state
         except Exception as exc:
             _failed("start", exc)
             return None
@@ -333,9 +359,9 @@ class Capture:
         if state.done:
             return
         state.done = True
+        request, state.request = state.request, None
         try:
-            ctx = state.ctx
-            if not ctx.tracked:
+            if not state.tracked:
                 return
             disconnected = disconnected or state.disconnected
             if error is not None:
@@ -349,20 +375,29 @@ class Capture:
             props = state.props
             route = state._route
             if not route and self._route is not None:
-                route = _hook("route", self._route, state.request, None)
+                route = _hook("route", self._route, request, None)
             props["route"] = route or props["path"]
             props["status_code"] = status
             ended = _perf() if state.ended is None else state.ended
-            props["duration_ms"] = round((ended - state.started) * 1000.0, 3)
+            # Whole microseconds, in milliseconds: round() without digits stays clear of float-to-text.
+            props["duration_ms"] = round((ended - state.started) * 1_000_000.0) / 1000.0
             if error is not None:
                 props["error_type"] = type(error).__name__
             if disconnected:
                 props["disconnected"] = True
-            record_request_event(ctx, self._event_name, props)
+            record_request_event(state, self._event_name, props)
         except Exception as exc:
             _failed("finish", exc)
 
     # -- helpers ------------------------------------------------------------------------------
+    def _excluded(self, method: str, path: str) -> bool:
+        """Excluded by method, path prefix or path pattern (only called when one is configured)."""
+        return (
+            method in self._methods
+            or path.startswith(self._prefixes)
+            or (self._regex is not None and self._regex.search(path) is not None)
+        )
+
     def _forwarded_https(self, headers: Mapping[str, str], client: str | None) -> bool:
         """``X-Forwarded-Proto: https`` counts only from a trusted proxy (anyone can send the header)."""
         proto = headers.get("x-forwarded-proto")
@@ -386,6 +421,14 @@ class Capture:
                 self._trusted_cache.clear()
             self._trusted_cache[client] = trusted
         return trusted
+
+    def _rare_props(self, headers: Mapping[str, str], client: str | None, props: dict[str, Any]) -> None:
+        """Configured headers and the client address: off by default, so out of the common path."""
+        for name, key in self._extra_headers:
+            if (value := headers.get(name)) is not None:
+                props[key] = value[:_MAX_PARAM]
+        if self._ip and client:
+            props["ip"] = client
 
     def _query_props(self, query_string: str, props: dict[str, Any]) -> None:
         """``utm_*`` and configured parameters, first occurrence wins; secret-looking keys never."""

@@ -38,6 +38,7 @@ BROWSER_ID_COOKIES: tuple[str, ...] = ("uf-anonymousId", "__kla_id", "ajs_anonym
 # uuids and the browser SDKs' ids (base64 and base64url included) use only these; each is a valid
 # cookie-octet (RFC 6265), so an accepted id can be written back into our cookie unquoted.
 _ID_CHARS = string.ascii_letters + string.digits + "-_.:+/=~"
+_ID_BYTES = _ID_CHARS.encode("ascii")
 # RFC 7230 token characters: what a cookie name may hold.
 _TOKEN_CHARS = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
 _DOMAIN_CHARS = string.ascii_letters + string.digits + "-."
@@ -48,13 +49,16 @@ _MAX_ADOPT_INPUT = 4096
 def is_valid_id(value: str) -> bool:
     """True when ``value`` is 1 to 128 characters of ``[A-Za-z0-9-_.:+/=~]``.
 
-    ``str.strip`` with the allowed characters leaves nothing exactly when every character is allowed:
-    one C call, cheaper than a regular expression on the request path::
+    Deleting the allowed bytes leaves nothing exactly when every character is allowed: three C calls
+    on a 256-entry table, half the cost of ``str.strip`` with the allowed characters (which searches
+    them for each character) and cheaper than a regular expression, on the request path::
 
         is_valid_id("6f1c2a7e-8a5b-4c1e-9d2f-0123456789ab")  # True
         is_valid_id("<script>")                              # False
     """
-    return 0 < len(value) <= MAX_ID_LENGTH and not value.strip(_ID_CHARS)
+    return (
+        0 < len(value) <= MAX_ID_LENGTH and value.isascii() and not value.encode().translate(None, _ID_BYTES)
+    )
 
 
 def cookie_value(header: str, name: str) -> str | None:
@@ -66,13 +70,12 @@ def cookie_value(header: str, name: str) -> str | None:
     needle = name + "="
     at = header.find(needle)
     while at >= 0:
-        # A match counts only at the start of a cookie-pair: "xev_anon_id=" is another cookie.
-        before = at
-        while before and header[before - 1] in " \t":
-            before -= 1
-        if before == 0 or header[before - 1] == ";":
-            end = header.find(";", at)
-            value = header[at + len(needle) : end if end >= 0 else len(header)].strip()
+        # A match counts only at the start of a cookie-pair: "xev_anon_id=" is another cookie. Browsers
+        # separate pairs with "; ", checked first; other whitespace before the name is tolerated.
+        if at == 0 or header[at - 2 : at] == "; " or header[:at].rstrip(" \t")[-1:] in ("", ";"):
+            start = at + len(needle)
+            end = header.find(";", start)
+            value = (header[start:end] if end >= 0 else header[start:]).strip()
             if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
                 value = value[1:-1]
             return value

@@ -32,6 +32,8 @@ __all__ = ["STATE_KEY", "EventMiddleware"]
 #: also tells an inner copy of the middleware that the request is taken.
 STATE_KEY = "evmiddleware.state"
 
+_END: Any = object()
+
 ExcInfo = tuple[type[BaseException], BaseException, Optional[TracebackType]]  # noqa: UP045
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[MutableMapping[str, Any], StartResponse], Iterable[bytes]]
@@ -72,7 +74,7 @@ class EventMiddleware:
                 return start_response(status, headers)
             return start_response(status, headers, exc_info)
 
-        token = _enter(state.ctx)
+        token = _enter(state)
         try:
             result = self.app(environ, start_tracked)
         except BaseException as exc:
@@ -95,49 +97,57 @@ class EventMiddleware:
 class _Body:
     """The app's response iterable, with the request context around each step and the event on close."""
 
-    __slots__ = ("_capture", "_ended", "_error", "_iterator", "_result", "_state")
+    __slots__ = ("_capture", "_ended", "_error", "_result", "_started", "_state")
 
     def __init__(self, result: Iterable[bytes], state: RequestState, capture: Capture) -> None:
         self._result = result
         self._state = state
         self._capture = capture
-        self._iterator: Iterator[bytes] | None = None
+        self._started = False
         self._ended = False
         self._error: BaseException | None = None
 
     def __iter__(self) -> Iterator[bytes]:
-        self._iterator = iter(self._result)
-        return self
+        self._started = True
+        return self._chunks()
 
-    def __next__(self) -> bytes:
-        token = _enter(self._state.ctx)
-        try:
-            return next(self._iterator)  # type: ignore[arg-type]  # set by __iter__, as servers do
-        except StopIteration:
-            self._ended = True
-            raise
-        except BaseException as exc:
-            self._error = exc
-            raise
-        finally:
-            _leave(token)
+    def _chunks(self) -> Iterator[bytes]:
+        # A generator rather than ``__next__``: resuming it costs less than a method call, and the end
+        # arrives as ``next``'s default, not as a StopIteration raised through two Python frames.
+        state = self._state
+        iterator = iter(self._result)
+        while True:
+            token = _enter(state)
+            try:
+                chunk = next(iterator, _END)
+            except BaseException as exc:
+                self._error = exc
+                raise
+            finally:
+                _leave(token)
+            if chunk is _END:
+                self._ended = True
+                return
+            yield chunk
 
     def close(self) -> None:
         state = self._state
         error = self._error
-        token = _enter(state.ctx)
         try:
             close = getattr(self._result, "close", None)
             if close is not None:
-                close()
+                token = _enter(state)
+                try:
+                    close()
+                finally:
+                    _leave(token)
         except BaseException as exc:
             error = error or exc
             raise
         finally:
-            _leave(token)
             # Closed before the end without an error: the server stopped sending (client gone).
             # HEAD responses may legitimately be closed unread.
-            cut_short = self._iterator is not None and not self._ended and state.props["method"] != "HEAD"
+            cut_short = self._started and not self._ended and state.props["method"] != "HEAD"
             self._capture.finish(state, error=error, disconnected=cut_short and error is None)
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 from capture_helpers import request_events
 
 import evmiddleware
 from evmiddleware import capture as capture_module
 from evmiddleware.capture import Capture, CaptureOptions, looks_secret
+from evmiddleware.context import RequestContext, _current
 from evmiddleware.errors import ConfigurationError
 
 UA = "Mozilla/5.0 (test)"
@@ -15,6 +19,15 @@ UA = "Mozilla/5.0 (test)"
 
 def start(capture: Capture, path: str = "/", query: str = "", method: str = "GET", **headers: str):
     return capture.start(method, "http", path, query, {k.replace("_", "-"): v for k, v in headers.items()})
+
+
+@contextlib.contextmanager
+def request_context_of(ctx: RequestContext) -> Iterator[None]:
+    token = _current.set(ctx)
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 def test_one_event_with_the_documented_properties(tracked, clock):
@@ -303,3 +316,65 @@ def test_the_environ_and_scope_helpers_read_the_same_facts(tracked):
     assert from_environ.props["path"] == "/app/café"
     assert from_environ.set_cookie.endswith("; Secure") and from_scope.set_cookie.endswith("; Secure")
     assert from_environ.request is environ and from_scope.request is scope
+
+
+def test_the_state_is_the_requests_context(tracked):
+    capture = Capture()
+    state = start(capture, cookie="ev_anon_id=v-ctx")
+    assert isinstance(state, RequestContext) and state.ctx is state
+    with request_context_of(state):
+        evmiddleware.track("inside")
+    capture.finish(state, 200)
+    assert [(e.name, e.anonymous_id, e.context.get("path")) for e in tracked] == [
+        ("inside", "v-ctx", "/"),
+        ("http_request", "v-ctx", None),
+    ]
+
+
+def test_finish_lets_go_of_the_request(tracked):
+    # The scope or environ holds the state under STATE_KEY: holding the request back would make a
+    # reference cycle that only the garbage collector frees.
+    capture = Capture()
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+    state = capture.start_scope(scope)
+    assert state.request is scope
+    capture.finish(state, 200)
+    assert state.request is None
+
+
+def test_the_route_resolver_still_gets_the_request_at_finish(tracked):
+    seen = []
+    capture = Capture(route_resolver=lambda request: seen.append(request) or "/r/{id}")
+    scope = {"type": "http", "method": "GET", "path": "/r/1", "headers": []}
+    capture.finish(capture.start_scope(scope), 200)
+    assert seen == [scope] and request_events(tracked)[0].properties["route"] == "/r/{id}"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"user-agent", b"first"), (b"user-agent", b"second"), (b"cookie", b"ev_anon_id=v-dup")],
+        ((b"user-agent", b"first"), (b"cookie", b"ev_anon_id=v-dup")),  # a tuple, not a list
+        iter([(b"user-agent", b"first"), (b"cookie", b"ev_anon_id=v-dup")]),  # any iterable
+    ],
+)
+def test_asgi_headers_keep_the_first_of_a_repeated_name_from_any_iterable(tracked, headers):
+    capture = Capture()
+    state = capture.start_scope({"type": "http", "method": "GET", "path": "/", "headers": headers})
+    assert state.anonymous_id == "v-dup" and state.props["user_agent"] == "first"
+
+
+def test_an_empty_header_value_is_kept_as_an_empty_string(tracked):
+    capture = Capture()
+    state = capture.start_scope(
+        {"type": "http", "method": "GET", "path": "/", "headers": [(b"user-agent", b"")]}
+    )
+    assert state.props["user_agent"] == ""
+
+
+def test_duration_is_recorded_to_the_microsecond(tracked, clock):
+    capture = Capture()
+    state = start(capture)
+    clock.advance(0.0123456)
+    capture.finish(state, 200)
+    assert request_events(tracked)[0].properties["duration_ms"] == 12.346

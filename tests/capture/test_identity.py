@@ -27,6 +27,10 @@ from evmiddleware.identity import (
         ("a=1; ev_anon_id=abc; b=2", "abc"),
         ("a=1;ev_anon_id=abc", "abc"),
         ("a=1;   ev_anon_id = abc", None),  # "ev_anon_id " is another name
+        ("a=1;\t ev_anon_id=abc", "abc"),
+        ("a=1 ;  ev_anon_id= abc ", "abc"),
+        (" ev_anon_id=abc", "abc"),
+        ("a=1,ev_anon_id=abc", None),
         ('ev_anon_id="abc"', "abc"),
         ("xev_anon_id=no; ev_anon_id=yes", "yes"),
         ("ev_anon_id=first; ev_anon_id=second", "first"),
@@ -53,6 +57,8 @@ def test_cookie_value_finds_only_a_whole_cookie_pair(header, expected):
         ("<script>", False),
         ("é", False),
         ("line\nbreak", False),
+        ("ab\x00", False),
+        ("\u0660\u0661", False),  # Arabic-Indic digits: isalnum(), but not ASCII
     ],
 )
 def test_is_valid_id_checks_charset_and_length(value, valid):

@@ -310,3 +310,29 @@ def test_arbitrary_requests_never_break_a_response(cookie, path, query):
     for value in set_cookies(headers):
         assert is_valid_id(cookie_of(value))
     assert capture_module.errors() == {}
+
+
+def test_between_chunks_the_server_sees_no_request_context(tracked):
+    seen = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        for part in (b"a", b"b"):
+            seen.append(evmiddleware.current_request() is not None)
+            yield part
+
+    result = EventMiddleware(app)(EnvironBuilder().get_environ(), lambda *a: None)
+    for _chunk in result:
+        seen.append(evmiddleware.current_request() is not None)
+    result.close()
+    assert seen == [True, False, True, False]
+    assert request_events(tracked)[0].properties.get("disconnected") is None
+
+
+def test_a_list_body_is_timed_until_close(tracked, clock):
+    result = EventMiddleware(raw_app)(EnvironBuilder().get_environ(), lambda *a: None)
+    assert list(result) == [b"hello"] and len(result) == 1
+    clock.advance(0.005)
+    assert request_events(tracked) == []
+    result.close()
+    assert request_events(tracked)[0].properties["duration_ms"] == 5.0
