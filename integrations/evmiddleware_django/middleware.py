@@ -11,8 +11,8 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse  # type: ignore[import-untyped]
 
-from evmiddleware import context
 from evmiddleware.capture import Capture, RequestState, _failed
+from evmiddleware.context import _current
 from evmiddleware.lifecycle import install_signal_handler
 
 from . import conf
@@ -27,6 +27,9 @@ _ERROR_KEY = "evmiddleware.error_type"
 _CONVERTER = re.compile(r"<(?:[^<>:]+:)?([A-Za-z_][A-Za-z0-9_]*)>")
 _NAMED_GROUP = re.compile(r"\(\?P<([A-Za-z_][A-Za-z0-9_]*)>(?:[^()]|\([^()]*\))*\)")
 _templates: dict[str, str] = {}
+
+# The ContextVar's own methods: context.enter/leave would add two Python calls per use.
+_enter, _leave = _current.set, _current.reset
 
 SyncGetResponse = Callable[[HttpRequest], HttpResponseBase]
 AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
@@ -93,7 +96,7 @@ class EventMiddleware:
             return self.get_response(request)
         if self._wants_user and state.user_id is None:
             self._user(request, state)
-        token = context.enter(state.ctx)
+        token = _enter(state)
         try:
             response: HttpResponseBase = self.get_response(request)
         except BaseException as exc:  # Django turns view errors into responses; this is anything else
@@ -101,7 +104,7 @@ class EventMiddleware:
                 self._capture.finish(state, error=exc)
             raise
         finally:
-            context.leave(token)
+            _leave(token)
         return self._respond(request, state, owned, response)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
@@ -110,7 +113,7 @@ class EventMiddleware:
             return await self.get_response(request)
         if self._wants_user and state.user_id is None:
             await self._auser(request, state)
-        token = context.enter(state.ctx)
+        token = _enter(state)
         try:
             response: HttpResponseBase = await self.get_response(request)
         except asyncio.CancelledError:  # Django's ASGI handler cancels the request when the client leaves
@@ -122,7 +125,7 @@ class EventMiddleware:
                 self._capture.finish(state, error=exc)
             raise
         finally:
-            context.leave(token)
+            _leave(token)
         return self._respond(request, state, owned, response)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
@@ -234,14 +237,14 @@ def _chunks(content: Iterator[bytes], state: RequestState, capture: Capture) -> 
     ended = False
     try:
         while True:
-            token = context.enter(state.ctx)
+            token = _enter(state)
             try:
                 chunk = next(content)
             except StopIteration:
                 ended = True
                 return
             finally:
-                context.leave(token)
+                _leave(token)
             yield chunk
     except GeneratorExit:  # closed before the end: the server stopped sending
         raise
@@ -259,14 +262,14 @@ async def _achunks(
     ended = False
     try:
         while True:
-            token = context.enter(state.ctx)
+            token = _enter(state)
             try:
                 chunk = await anext(content)
             except StopAsyncIteration:
                 ended = True
                 return
             finally:
-                context.leave(token)
+                _leave(token)
             yield chunk
     except (GeneratorExit, asyncio.CancelledError):  # Django's ASGI handler cancels when the client leaves
         raise

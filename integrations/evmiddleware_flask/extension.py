@@ -104,35 +104,38 @@ def _state() -> RequestState | None:
 
 
 def _connect(app: Flask, user_id: UserIdResolver | None) -> None:
-    """Flask's signals, for this app only; the request's state travels in its WSGI environ."""
+    """Flask's signals, for this app only; the request's state travels in its WSGI environ. Each
+    handler reads Flask's request proxy once: every use of it is a context lookup."""
 
-    def resolve(state: RequestState) -> None:
-        if user_id is not None and state.user_id is None:
-            try:
-                value = user_id(request)
-            except Exception as exc:  # the user's hook: it costs the request its user id, nothing more
-                _failed("user_id", exc)
-                return
-            if value is not None:
-                state.user_id = str(value)
+    def resolve(state: RequestState, current: Request) -> None:
+        try:
+            value = user_id(current)  # type: ignore[misc]  # connected only with a resolver
+        except Exception as exc:  # the user's hook: it costs the request its user id, nothing more
+            _failed("user_id", exc)
+            return
+        if value is not None:
+            state.user_id = str(value)
 
     def started(sender: Flask, **extra: Any) -> None:
         # After routing and before any before_request hook: what track() in the request sees.
-        state = _state()
-        if state is None:
-            return
         try:
-            rule = request.url_rule
+            current = cast(Request, request._get_current_object())  # type: ignore[attr-defined]
+            state: RequestState | None = current.environ.get(STATE_KEY)
+            if state is None:
+                return
+            rule = current.url_rule
             if rule is not None and state.route is None:
                 state.route = flask_route_template(rule.rule)
-            resolve(state)
+            if user_id is not None and state.user_id is None:
+                resolve(state, current)
         except Exception as exc:
             _failed("flask", exc)
 
     def finished(sender: Flask, response: Response, **extra: Any) -> None:
-        state = _state()
-        if state is not None:
-            resolve(state)  # signed in during this request
+        current = cast(Request, request._get_current_object())  # type: ignore[attr-defined]
+        state: RequestState | None = current.environ.get(STATE_KEY)
+        if state is not None and state.user_id is None:
+            resolve(state, current)  # signed in during this request
 
     def failed(sender: Flask, exception: BaseException, **extra: Any) -> None:
         # Flask turns the exception into its 500 page before the middleware sees the response.
@@ -141,7 +144,8 @@ def _connect(app: Flask, user_id: UserIdResolver | None) -> None:
             state.props["error_type"] = type(exception).__name__
 
     request_started.connect(started, app, weak=False)
-    request_finished.connect(finished, app, weak=False)
+    if user_id is not None:  # without a resolver there is nothing to do at the end of a request
+        request_finished.connect(finished, app, weak=False)
     got_request_exception.connect(failed, app, weak=False)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import threading
@@ -287,3 +288,11 @@ def test_importing_the_integration_starts_nothing():
         "assert runtime.peek() is None\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+
+
+def test_without_a_user_id_resolver_nothing_runs_at_the_end_of_a_request(events, monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)  # no Flask-Login either
+    app = new_app()
+    EventTracking(app)
+    assert not flask.signals.request_finished.has_receivers_for(app)
+    assert flask.signals.request_started.has_receivers_for(app)
