@@ -318,10 +318,18 @@ class Built:
     (events, spans, envelopes; ``None`` for none), ``settle()`` waits until queued records were handed
     over (after the last request, untimed)."""
 
-    def __init__(self, app: Any, recorded: Callable[[], int | None], settle: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        app: Any,
+        recorded: Callable[[], int | None],
+        settle: Callable[[], None],
+        dropped: Callable[[], dict[str, int]] | None = None,
+    ) -> None:
         self.app = app
         self.recorded = recorded
         self.settle = settle
+        #: Records the middleware counted as dropped, by reason (what explains records/req below 1).
+        self.dropped = dropped or dict
 
 
 def _nothing() -> None:
@@ -399,7 +407,15 @@ def _evmiddleware(inner: Any, asgi: bool, wrapped: Callable[[Any], Any], **setti
         if not evmiddleware.flush(30.0):
             raise RuntimeError(f"evmiddleware did not deliver everything: {evmiddleware.stats()}")
 
-    return Built(wrapped(middleware), lambda: sink.count, settle)
+    def dropped() -> dict[str, int]:
+        stats = evmiddleware.stats()
+        counts: dict[str, int] = dict(stats["dropped"])
+        for provider in stats["providers"].values():
+            for reason, count in provider["dropped"].items():
+                counts[reason] = counts.get(reason, 0) + count
+        return counts
+
+    return Built(wrapped(middleware), lambda: sink.count, settle, dropped)
 
 
 def _opentelemetry(inner: Any, asgi: bool, wrapped: Callable[[Any], Any]) -> Built:

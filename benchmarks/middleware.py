@@ -217,6 +217,7 @@ def measure_job(job: dict[str, Any]) -> dict[str, Any]:
         "per_batch": sizes,
         "requests": requests,
         "recorded_per_request": None if recorded is None else recorded / requests,
+        "dropped": wrapped.dropped(),
     }
     for visitor in VISITORS:
         pairs = zip(thread[visitor]["wrapped"], thread[visitor]["bare"], strict=True)
@@ -580,6 +581,10 @@ def report(args: argparse.Namespace, rounds: Rounds, profile: dict[str, Any] | N
         "records/req: events (evmiddleware), spans (OpenTelemetry) or envelopes (Sentry) handed to the "
         "sink, exporter or transport per request, counted after a final flush; 1.00 means none was lost."
     )
+    for key in sorted(rounds[0]):
+        dropped = [r[key].get("dropped") or {} for r in rounds]
+        if any(dropped):
+            print(f"  {key} counted as dropped, per round: {dropped}")
     print()
 
     rows = []
