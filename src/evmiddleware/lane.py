@@ -138,7 +138,6 @@ class Lane:
     def _spool_queued(self) -> None:
         """Everything the callers queued goes to the spool before it is worked on."""
         assert self.spool is not None
-        events = []
         events = self.queue.take_many(-1)
         self.backlog.extend(zip(self.spool.add(self.name, events), events, strict=True))
 
