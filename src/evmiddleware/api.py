@@ -3,7 +3,6 @@ into the caller (strict mode, for tests, raises :class:`EventError` instead)."""
 
 from __future__ import annotations
 
-import datetime
 import functools
 import inspect
 import logging
@@ -16,7 +15,7 @@ from . import runtime as _rt
 from ._log import limited
 from .context import RequestContext, _current, _looked_up
 from .errors import ConfigurationError, EventError
-from .events import Event, make_event, new_event_id
+from .events import Event, make_event
 from .signals import event_tracked
 
 __all__ = ["configure", "flush", "identify", "shutdown", "stats", "track", "tracked"]
@@ -36,10 +35,6 @@ def configure(**settings: Any) -> None:
         evmiddleware.configure(flokit_api_key="fk_live_…", flush_interval=2.0)
     """
     _rt.replace(settings)
-
-
-def _warn_dropped_property(key: str, why: str) -> None:
-    limited.log(logging.WARNING, f"property:{key}", "evmiddleware: property %r dropped: %s", key, why)
 
 
 def _emit(
@@ -91,7 +86,7 @@ def _emit(
             aliases=aliases,
             max_depth=settings.max_depth,
             max_bytes=settings.max_event_bytes,
-            on_drop=_warn_dropped_property,
+            on_drop=_rt.warn_dropped_property,
         )
         if event_tracked.receivers:
             vetted = _run_event_tracked(event)
@@ -251,46 +246,23 @@ def record_request_event(ctx: RequestContext, name: str, properties: dict[str, A
     strict mode).
     """
     runtime = _rt.peek()
-    user_id = ctx.user_id
     if (
         runtime is None
+        or runtime.closed
         or runtime.disabled
         or runtime.settings.strict
         or event_tracked.receivers
-        or (user_id is not None and not (type(user_id) is str and 0 < len(user_id) <= 255))
+        or len(runtime.intake) >= runtime.settings.max_queue
     ):
-        _emit(name, properties, user_id, ctx.anonymous_id, None, "track", request=False, aliases=ctx.aliases)
-        return
-    # The fast path skips what the capture layer already guarantees (types, a valid anonymous id, a
-    # checked name); only the size needs a look, and a cheap upper bound of it is enough.
-    chars = 32 * len(properties)
-    for value in properties.values():
-        if type(value) is str:
-            chars += len(value)
-    if chars * 4 > runtime.settings.max_event_bytes:
-        _emit(name, properties, user_id, ctx.anonymous_id, None, "track", request=False, aliases=ctx.aliases)
-        return
-    try:
-        event = _new_tuple(
-            Event,
-            (
-                new_event_id(),
-                name,
-                user_id,
-                ctx.anonymous_id,
-                _now(_UTC),
-                properties,
-                _NONE,
-                "track",
-                ctx.aliases,
-            ),
+        # Validated here, on the request thread: strict mode raises in the handler, receivers see
+        # the event where it happened, and a full intake counts its drops like track() does.
+        _emit(
+            name, properties, ctx.user_id, ctx.anonymous_id, None, "track", request=False, aliases=ctx.aliases
         )
-        runtime.submit(event)
-    except Exception as exc:
-        limited.log(logging.ERROR, "track", "evmiddleware: tracking failed", exc_info=True)
-        runtime.drop(None, "internal_error", type(exc).__name__)
+        return
+    # The fast path: a record of what is known now; the dispatcher thread builds and checks the
+    # event (Runtime.admit). That takes the id, the timestamp and the queueing off the request.
+    runtime.take_request((name, ctx.user_id, ctx.anonymous_id, _time(), properties, ctx.aliases))
 
 
-_new_tuple = tuple.__new__
-_now = datetime.datetime.now
-_UTC = datetime.timezone.utc
+_time = time.time

@@ -60,6 +60,10 @@ class _FlushWaiter:
     all_delivered: bool = False
 
 
+def _nothing() -> None:
+    pass
+
+
 class Dispatcher:
     """Delivers what the lanes' queues hold. Created stopped; ``start`` is cheap and idempotent."""
 
@@ -74,9 +78,12 @@ class Dispatcher:
         spool_interval: float = 0.1,
         spool_lease: float = 30.0,
         on_failure: Callable[[], None] | None = None,
+        admit: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._on_failure = on_failure
+        #: Turns what callers queued outside the lanes' queues (requests' records) into queued events.
+        self._admit = admit if admit is not None else _nothing
         _import_http_stack()
         self._spool_path = spool_path
         self._spool_lease = spool_lease
@@ -224,6 +231,7 @@ class Dispatcher:
         for task in [*pending, *self._deliveries]:
             task.cancel()
         await asyncio.gather(*pending, *self._deliveries, return_exceptions=True)
+        self._admit()  # what arrived meanwhile is kept in the spool or counted, with the rest
         given_up = sum(lane.stop_everything() for lane in self.lanes)
         if given_up:
             logger.error(
@@ -239,6 +247,7 @@ class Dispatcher:
             wake.set()
 
     def _add_waiter(self, waiter: _FlushWaiter) -> None:
+        self._admit()  # the flush covers every request that ended before it was called
         waiter.targets = {lane.name: lane.completed() + lane.outstanding() for lane in self.lanes}
         waiter.failures_before = sum(lane.failures() for lane in self.lanes)
         self._waiters.append(waiter)
@@ -278,6 +287,7 @@ class Dispatcher:
         while True:
             try:
                 now = self._clock()
+                self._admit()
                 lane.pull(now)
                 self._check_waiters()
                 key = lane.ready(now, self._force)

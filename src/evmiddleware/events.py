@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 from .errors import EventError
 from .normalize import DropCallback, JSONValue, normalize_properties
 
-__all__ = ["Event", "make_event", "new_event_id"]
+__all__ = ["Event", "make_event", "new_event_id", "request_event"]
 
 MAX_NAME_LENGTH = 255
 MAX_ID_LENGTH = 255
@@ -194,3 +194,48 @@ def make_event(
 
 _new_tuple = tuple.__new__
 _now = dt.datetime.now
+
+
+def request_event(
+    name: str,
+    properties: dict[str, JSONValue],
+    user_id: object,
+    anonymous_id: str | None,
+    at: float,
+    aliases: Mapping[str, str],
+    *,
+    max_depth: int,
+    max_bytes: int,
+    on_drop: DropCallback,
+) -> Event:
+    """The capture layer's automatic event, built on the dispatcher thread from what the request
+    thread queued (``at`` is its ``time.time()``).
+
+    ``properties`` is the capture layer's own dict of str, int, float and bool values and ``name`` a
+    name it validated at start-up, so the common case needs only the user id (an app's resolver set
+    it) and a cheap upper bound of the size checked; anything else takes :func:`make_event`.
+    """
+    timestamp = _fromtimestamp(at, _UTC)
+    chars = 32 * len(properties)
+    for value in properties.values():
+        if type(value) is str:
+            chars += len(value)
+    if chars * 4 <= max_bytes and (
+        user_id is None or (type(user_id) is str and 0 < len(user_id) <= MAX_ID_LENGTH)
+    ):
+        event = (new_event_id(), name, user_id, anonymous_id, timestamp, properties, _EMPTY, "track", aliases)
+        return _new_tuple(Event, event)
+    return make_event(
+        name,
+        properties,
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        timestamp=timestamp,
+        aliases=aliases,
+        max_depth=max_depth,
+        max_bytes=max_bytes,
+        on_drop=on_drop,
+    )
+
+
+_fromtimestamp = dt.datetime.fromtimestamp

@@ -310,18 +310,19 @@ class Lane:
     def failures(self) -> int:
         return self.rejected + sum(self.dropped.values()) + sum(self.queue.dropped.values())
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self, waiting: int = 0) -> dict[str, object]:
+        """The counters ``stats()`` shows; ``waiting``: events bound for every provider not yet queued."""
         dropped = Counter(self.dropped)
         dropped.update(self.queue.dropped)
         return {
-            "enqueued": self.done + self.queue.evicted + self.outstanding(),
+            "enqueued": self.done + self.queue.evicted + self.outstanding() + waiting,
             "sent": self.sent,
             "retried": self.retried,
             "rejected": self.rejected,
             "rejected_reasons": dict(self.rejected_reasons),
             "dropped": dict(dropped),
             "skipped": dict(self.skipped),
-            "queued": self.outstanding(),
+            "queued": self.outstanding() + waiting,
             "requests": self.requests,
             "rate_limited": self.throttled,
             "largest_batch": self.largest_batch,

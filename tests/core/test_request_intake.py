@@ -1,0 +1,107 @@
+"""Requests' automatic events: the request thread queues a record, the dispatcher builds the event."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+import evmiddleware
+from evmiddleware import runtime as rt
+from evmiddleware.api import record_request_event
+from evmiddleware.context import RequestContext
+from evmiddleware.providers.sinks import MemorySink
+
+UTC = dt.timezone.utc
+
+
+def request_ctx(user_id: str | None = None) -> RequestContext:
+    ctx = RequestContext("anon-1", user_id, {"method": "GET", "path": "/items/1"})
+    ctx.aliases["klaviyo_exchange_id"] = "kx-1"
+    return ctx
+
+
+def props() -> dict[str, object]:
+    return {"method": "GET", "path": "/items/1", "route": "/items/{item_id}", "status_code": 200}
+
+
+def test_the_event_is_built_with_the_requests_ids_time_and_properties(memory_sink: MemorySink) -> None:
+    before = dt.datetime.now(UTC)
+    record_request_event(request_ctx("u1"), "http_request", props())
+    after = dt.datetime.now(UTC)
+    assert evmiddleware.flush(5)
+    [event] = memory_sink.events
+    assert (event.name, event.user_id, event.anonymous_id) == ("http_request", "u1", "anon-1")
+    assert event.properties == props()
+    assert event.aliases == {"klaviyo_exchange_id": "kx-1"}
+    assert before - dt.timedelta(milliseconds=1) <= event.timestamp <= after
+    assert event.timestamp.tzinfo is UTC
+
+
+def test_a_user_id_the_resolver_got_wrong_is_a_counted_drop(memory_sink: MemorySink) -> None:
+    record_request_event(request_ctx("x" * 300), "http_request", props())
+    record_request_event(request_ctx("u2"), "http_request", props())
+    assert evmiddleware.flush(5)
+    assert [event.user_id for event in memory_sink.events] == ["u2"]
+    assert evmiddleware.stats()["dropped"] == {"invalid_id": 1}
+
+
+def test_an_event_over_the_size_limit_is_a_counted_drop() -> None:
+    sink = MemorySink()
+    evmiddleware.configure(providers=[sink], max_event_bytes=1024)
+    big = props() | {"referrer": "r" * 2000}
+    record_request_event(request_ctx(), "http_request", big)
+    assert evmiddleware.flush(5)
+    assert sink.events == []
+    assert evmiddleware.stats()["dropped"] == {"too_large": 1}
+
+
+@pytest.fixture
+def parked_dispatcher(monkeypatch: pytest.MonkeyPatch) -> rt.Runtime:
+    """A pipeline whose dispatcher never starts: records stay in the intake."""
+    evmiddleware.configure(providers=[MemorySink()], max_queue=2)
+    runtime = rt.current()
+    monkeypatch.setattr(runtime.dispatcher, "start", lambda: None)
+    return runtime
+
+
+def test_records_waiting_count_as_queued_for_every_provider(parked_dispatcher: rt.Runtime) -> None:
+    record_request_event(request_ctx(), "http_request", props())
+    assert evmiddleware.stats()["providers"]["memory"]["queued"] == 1
+    assert evmiddleware.stats()["providers"]["memory"]["enqueued"] == 1
+
+
+def test_a_full_intake_queues_on_the_request_thread_instead(parked_dispatcher: rt.Runtime) -> None:
+    for _ in range(3):
+        record_request_event(request_ctx(), "http_request", props())
+    assert len(parked_dispatcher.intake) == 2
+    assert len(parked_dispatcher.queues[0].items) == 1  # the third: built and queued by the caller
+
+
+def test_records_left_at_shutdown_are_counted_never_lost(parked_dispatcher: rt.Runtime) -> None:
+    record_request_event(request_ctx(), "http_request", props())
+    record_request_event(request_ctx(), "http_request", props())
+    evmiddleware.shutdown(1.0)
+    assert not parked_dispatcher.intake
+    assert evmiddleware.stats()["dropped"] == {"shutdown": 2}
+
+
+def test_records_left_when_the_dispatcher_fails_are_counted(parked_dispatcher: rt.Runtime) -> None:
+    record_request_event(request_ctx(), "http_request", props())
+    parked_dispatcher._dispatcher_failed()
+    record_request_event(request_ctx(), "http_request", props())  # after the failure: refused at once
+    assert evmiddleware.stats()["dropped"] == {"dispatcher_error": 2}
+
+
+def test_a_closed_pipeline_refuses_records_at_once(memory_sink: MemorySink) -> None:
+    evmiddleware.shutdown(1.0)
+    record_request_event(request_ctx(), "http_request", props())
+    assert evmiddleware.stats()["dropped"] == {"shut_down": 1}
+
+
+def test_a_flush_covers_requests_that_ended_before_it(memory_sink: MemorySink) -> None:
+    for i in range(200):
+        record_request_event(request_ctx(f"u{i}"), "http_request", props())
+    assert evmiddleware.flush(5)
+    assert len(memory_sink.events) == 200
+    assert len({event.id for event in memory_sink.events}) == 200
