@@ -118,6 +118,7 @@ class Runtime:
         provider. Refused ones are counted like any refused event."""
         intake = self.intake
         settings = self.settings
+        nudge = False
         for _ in range(len(intake)):
             name, user_id, anonymous_id, at, properties, aliases = intake.popleft()
             try:
@@ -139,7 +140,10 @@ class Runtime:
                 limited.log(logging.ERROR, "track", "evmiddleware: tracking failed", exc_info=True)
                 self.drop(None, "internal_error", type(exc).__name__)
                 continue
-            self._queue(event)
+            if self._queue(event):
+                nudge = True
+        if nudge:  # the other lanes sleep until their next tick otherwise
+            self.dispatcher.nudge()
 
     def _drop_intake(self, reason: str) -> int:
         """Count what is still in ``intake`` as dropped (the dispatcher will never build it)."""
