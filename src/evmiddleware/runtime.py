@@ -120,7 +120,10 @@ class Runtime:
         settings = self.settings
         nudge = False
         for _ in range(len(intake)):
-            name, user_id, anonymous_id, at, properties, aliases = intake.popleft()
+            try:
+                name, user_id, anonymous_id, at, properties, aliases = intake.popleft()
+            except IndexError:  # a shutdown that gave up waiting for us counted the rest
+                break
             try:
                 event = request_event(
                     name,
@@ -148,11 +151,13 @@ class Runtime:
     def _drop_intake(self, reason: str) -> int:
         """Count what is still in ``intake`` as dropped (the dispatcher will never build it)."""
         count = 0
-        while self.intake:
-            self.intake.popleft()
+        while True:
+            try:  # a dispatcher still running past a shutdown's timeout may take some meanwhile
+                self.intake.popleft()
+            except IndexError:
+                return count
             self.drop(None, reason)
             count += 1
-        return count
 
     def _dispatcher_failed(self) -> None:
         self._closed_reason = "dispatcher_error"
