@@ -456,30 +456,9 @@ def report(
     )
     per_event = memory[OURS]["tracemalloc"]["bytes"] / memory[OURS]["tracemalloc"]["events"]
     targets = [
-        (
-            "track() median, steady",
-            f"<= {TARGET_MEDIAN_US:g} µs",
-            _med(rounds, OURS, "steady", "median"),
-            TARGET_MEDIAN_US,
-        ),
-        (
-            "track() p99, steady",
-            f"<= {TARGET_P99_US:g} µs",
-            _med(rounds, OURS, "steady", "p99"),
-            TARGET_P99_US,
-        ),
-        (
-            "track() median, after idle",
-            f"<= {TARGET_MEDIAN_US:g} µs",
-            _med(rounds, OURS, "after idle", "median"),
-            TARGET_MEDIAN_US,
-        ),
-        (
-            "track() p99, after idle",
-            f"<= {TARGET_P99_US:g} µs",
-            _med(rounds, OURS, "after idle", "p99"),
-            TARGET_P99_US,
-        ),
+        (f"track() {stat}, {regime}", f"<= {limit:g} µs", _med(rounds, OURS, regime, stat), limit)
+        for regime in ("steady", "after idle")
+        for stat, limit in (("median", TARGET_MEDIAN_US), ("p99", TARGET_P99_US))
     ]
     rows = [[what, goal, fmt_us(value), _verdict(value <= limit)] for what, goal, value, limit in targets]
     rows.append(

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import pytest
 from capture_helpers import request_events
 
 import evmiddleware
 from evmiddleware import capture as capture_module
+from evmiddleware import context
 from evmiddleware.capture import Capture, CaptureOptions, looks_secret
-from evmiddleware.context import RequestContext, _current
+from evmiddleware.context import RequestContext
 from evmiddleware.errors import ConfigurationError
 
 UA = "Mozilla/5.0 (test)"
@@ -19,15 +17,6 @@ UA = "Mozilla/5.0 (test)"
 
 def start(capture: Capture, path: str = "/", query: str = "", method: str = "GET", **headers: str):
     return capture.start(method, "http", path, query, {k.replace("_", "-"): v for k, v in headers.items()})
-
-
-@contextlib.contextmanager
-def request_context_of(ctx: RequestContext) -> Iterator[None]:
-    token = _current.set(ctx)
-    try:
-        yield
-    finally:
-        _current.reset(token)
 
 
 def test_one_event_with_the_documented_properties(tracked, clock):
@@ -322,8 +311,11 @@ def test_the_state_is_the_requests_context(tracked):
     capture = Capture()
     state = start(capture, cookie="ev_anon_id=v-ctx")
     assert isinstance(state, RequestContext) and state.ctx is state
-    with request_context_of(state):
+    token = context.enter(state)
+    try:
         evmiddleware.track("inside")
+    finally:
+        context.leave(token)
     capture.finish(state, 200)
     assert [(e.name, e.anonymous_id, e.context.get("path")) for e in tracked] == [
         ("inside", "v-ctx", "/"),
