@@ -221,7 +221,9 @@ def request_event(
         if type(value) is str:
             chars += len(value)
     if chars * 4 <= max_bytes and (
-        user_id is None or (type(user_id) is str and 0 < len(user_id) <= MAX_ID_LENGTH)
+        user_id is None
+        # make_event's test of a clean id: anything else (padded, too long, not a str) goes through it
+        or (type(user_id) is str and 0 < len(user_id) <= MAX_ID_LENGTH and user_id[0] > " " < user_id[-1])
     ):
         event = (new_event_id(), name, user_id, anonymous_id, timestamp, properties, _EMPTY, "track", aliases)
         return _new_tuple(Event, event)

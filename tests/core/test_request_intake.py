@@ -46,6 +46,12 @@ def test_a_user_id_the_resolver_got_wrong_is_a_counted_drop(memory_sink: MemoryS
     assert evmiddleware.stats()["dropped"] == {"invalid_id": 1}
 
 
+def test_a_padded_user_id_is_stripped_as_track_strips_it(memory_sink: MemorySink) -> None:
+    record_request_event(request_ctx(" u3 "), "http_request", props())
+    assert evmiddleware.flush(5)
+    assert [event.user_id for event in memory_sink.events] == ["u3"]
+
+
 def test_an_event_over_the_size_limit_is_a_counted_drop() -> None:
     sink = MemorySink()
     evmiddleware.configure(providers=[sink], max_event_bytes=1024)
