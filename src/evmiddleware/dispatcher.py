@@ -1,8 +1,9 @@
 """The dispatcher: one background thread per process, running one asyncio loop for every provider.
 
 Each provider has a lane task that fills batches and starts deliveries; deliveries run concurrently
-(bounded per provider by ``limits.max_in_flight``) on one shared ``httpx.AsyncClient``, so a slow
-or dead provider never holds up another. Other threads talk to the loop only through
+(bounded per provider by ``limits.max_in_flight``) on one shared HTTP client (our own
+:class:`~evmiddleware.http11.Http11Client`, or ``httpx.AsyncClient`` when a proxy is configured), so a
+slow or dead provider never holds up another. Other threads talk to the loop only through
 ``call_soon_threadsafe``: ``nudge`` (the queue grew), ``flush`` and ``stop``.
 """
 
@@ -20,6 +21,7 @@ from collections.abc import Callable, Sequence
 import httpx
 
 from ._log import limited, logger
+from .http11 import Http11Client, HttpClient, proxy_configured
 from .lane import Lane
 from .providers.base import Batch, SendResult
 from .ratelimit import Slot, backoff_delay
@@ -30,8 +32,10 @@ __all__ = ["Dispatcher"]
 #: How often an idle lane looks at its queue; the caller nudges it sooner when a batch's worth waits.
 TICK = 0.05
 
-#: What httpx imports only on first use: the dispatcher's client and first connection.
+#: What the HTTP clients import only on first use: the dispatcher's client and first connection
+#: (``encodings.idna``: the first host name looked up).
 _LAZY_HTTP_MODULES = (
+    "encodings.idna",
     "httpcore",
     "httpcore._backends.anyio",
     "anyio._backends._asyncio",
@@ -103,7 +107,7 @@ class Dispatcher:
         self._stop_deadline = float("inf")
         self._wakes: dict[str, asyncio.Event] = {}
         self._deliveries: set[asyncio.Task[None]] = set()
-        self._client: httpx.AsyncClient | None = None
+        self._client: HttpClient | None = None
         self._spool: Spool | None = None
 
     # -- any thread ----------------------------------------------------------------------------
@@ -197,10 +201,7 @@ class Dispatcher:
                 lane.spool = self._spool
                 lane.reclaim()
         self._wakes = {lane.name: asyncio.Event() for lane in self.lanes}
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        async with httpx.AsyncClient(
-            timeout=self._request_timeout, limits=limits, follow_redirects=False, verify=True
-        ) as client:
+        async with self._open_client() as client:
             self._client = client
             self._ready.set()
             tasks = [asyncio.create_task(self._lane_loop(lane)) for lane in self.lanes]
@@ -212,6 +213,15 @@ class Dispatcher:
                 await lane.provider.aclose()
             except Exception:
                 logger.exception("evmiddleware: closing %s failed", lane.name)
+
+    def _open_client(self) -> contextlib.AbstractAsyncContextManager[HttpClient]:
+        if proxy_configured():
+            # httpx goes through the proxy (and honours NO_PROXY); our own client knows no proxies.
+            limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+            return httpx.AsyncClient(
+                timeout=self._request_timeout, limits=limits, follow_redirects=False, verify=True
+            )
+        return Http11Client(timeout=self._request_timeout)
 
     async def _until_stopped(self, tasks: list[asyncio.Task[None]]) -> None:
         last_maintenance = self._clock()

@@ -103,13 +103,21 @@ def test_keys_never_appear_in_logs_at_any_level_in_signals_or_stats_even_when_ec
     assert leaks(repr(stats), keys) == []
 
 
-def test_the_klaviyo_key_in_the_request_url_is_redacted_from_httpx_s_own_log_lines(sandbox, caplog):
-    caplog.set_level(logging.INFO, logger="httpx")
+@pytest.mark.parametrize("client", ["own", "httpx"])
+def test_the_klaviyo_key_in_the_request_url_never_reaches_a_log_line(sandbox, caplog, monkeypatch, client):
+    """Our client logs each request at DEBUG without its query; httpx, used when a proxy is set,
+    logs the whole URL at INFO and our filter redacts the key from it."""
+    if client == "httpx":
+        # A proxy makes the dispatcher use httpx; NO_PROXY keeps the sandbox reached directly.
+        monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    logger = "httpx" if client == "httpx" else "evmiddleware"
+    caplog.set_level(logging.DEBUG, logger=logger)
     harness.configure(sandbox)
     evmiddleware.track("url_probe", user_id="visitor")
     assert evmiddleware.flush(10)
-    lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
-    assert any("/klaviyo/client/event-bulk-create/" in line for line in lines)  # httpx logs each URL
+    lines = [r.getMessage() for r in caplog.records if r.name == logger]
+    assert any("/klaviyo/client/event-bulk-create/" in line for line in lines)  # each URL is logged
     assert leaks("\n".join(lines), keys_of(sandbox)) == []
 
 

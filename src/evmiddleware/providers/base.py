@@ -23,6 +23,7 @@ import httpx
 from .._json import dumps
 from .._log import redact
 from ..events import Event
+from ..http11 import HttpClient
 from ..normalize import JSONValue
 
 __all__ = [
@@ -185,7 +186,7 @@ class Provider(abc.ABC):
         return None
 
     @abc.abstractmethod
-    async def send(self, batch: Batch, client: httpx.AsyncClient) -> SendResult:
+    async def send(self, batch: Batch, client: HttpClient) -> SendResult:
         """Deliver one batch. Network errors may propagate: the dispatcher retries them."""
 
     def secrets(self) -> tuple[str, ...]:
@@ -213,7 +214,7 @@ class HttpProvider(Provider):
     def build_request(self, batch: Batch) -> HttpRequest:
         """The request carrying ``batch``; must be the same bytes on every retry."""
 
-    async def send(self, batch: Batch, client: httpx.AsyncClient) -> SendResult:
+    async def send(self, batch: Batch, client: HttpClient) -> SendResult:
         request = self.build_request(batch)
         response = await client.request(
             request.method,

@@ -12,10 +12,9 @@ import threading
 from pathlib import Path
 from typing import ClassVar
 
-import httpx
-
 from ..errors import ConfigurationError
 from ..events import Event
+from ..http11 import HttpClient
 from .base import OK, Batch, Limits, Provider, SendResult, dumps
 
 __all__ = ["JsonlSink", "LogSink", "MemorySink", "build_local_sink"]
@@ -34,7 +33,7 @@ class LogSink(Provider):
     def encode(self, event: Event) -> bytes:
         return dumps(event.as_dict())
 
-    async def send(self, batch: Batch, client: httpx.AsyncClient) -> SendResult:
+    async def send(self, batch: Batch, client: HttpClient) -> SendResult:
         for item in batch.items:
             events_logger.info("event %s", item.data.decode())
         return OK
@@ -58,7 +57,7 @@ class JsonlSink(Provider):
     def encode(self, event: Event) -> bytes:
         return dumps(event.as_dict())
 
-    async def send(self, batch: Batch, client: httpx.AsyncClient) -> SendResult:
+    async def send(self, batch: Batch, client: HttpClient) -> SendResult:
         data = b"".join(item.data + b"\n" for item in batch.items)
         try:
             with self.path.open("ab") as handle:
@@ -84,7 +83,7 @@ class MemorySink(Provider):
     def encode(self, event: Event) -> bytes:
         return b""
 
-    async def send(self, batch: Batch, client: httpx.AsyncClient) -> SendResult:
+    async def send(self, batch: Batch, client: HttpClient) -> SendResult:
         with self._lock:
             self._events.extend(item.event for item in batch.items)
         return OK
