@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from ._log import limited, logger, redact
 from .buffer import ProviderQueue
 from .events import Event, new_event_id
-from .providers.base import Batch, Encoded, Provider, SkipEvent
+from .providers.base import Batch, Encoded, Provider, SkipEvent, dumps
 from .ratelimit import SlidingWindowLimiter
 from .signals import batch_failed, batch_sent, event_dropped
 from .spool import Spool
@@ -25,12 +25,18 @@ _new_tuple = tuple.__new__
 
 
 class _Group:
-    """Encoded events that may share a request (same group key), oldest first."""
+    """Encoded events that may share a request (same group key), oldest first.
 
-    __slots__ = ("bytes", "items", "opened")
+    ``parts`` holds their wire forms in order: one per event, or one per pull encoded in bulk
+    (``bulk``), each a comma-joined run of events. ``bytes`` counts every event's JSON plus a comma.
+    """
+
+    __slots__ = ("bulk", "bytes", "items", "opened", "parts")
 
     def __init__(self, opened: float) -> None:
         self.items: deque[Encoded] = deque()
+        self.parts: list[bytes] = []
+        self.bulk = False
         self.bytes = 0
         self.opened = opened
 
@@ -46,6 +52,7 @@ class Lane:
         self.flush_interval = flush_interval
         self.limiter = SlidingWindowLimiter(self.limits.rate)
         self._grouped = type(provider).group_key is not Provider.group_key
+        self._bulk = type(provider).wire is not Provider.wire and not self._grouped
         #: Set by the dispatcher thread when a spool is configured.
         self.spool: Spool | None = None
         #: Events taken from the queue (and spooled) or recovered from the spool, not yet encoded.
@@ -94,7 +101,14 @@ class Lane:
             self._open(events, itertools.repeat(None), now)
 
     def _open(self, events: list[Event], spool_ids: Iterable[int | None], now: float) -> None:
-        """Encode ``events`` into their groups' open batches (taken in bulk: this runs per event)."""
+        if self._bulk:
+            self._open_bulk(events, spool_ids, now)
+        else:
+            self._open_each(events, spool_ids, now)
+
+    def _open_each(self, events: list[Event], spool_ids: Iterable[int | None], now: float) -> None:
+        """Encode ``events`` one by one into their groups' open batches (a pull at a time: this loop
+        runs per event)."""
         encode = self.provider.encode
         group_key = self.provider.group_key if self._grouped else None
         groups = self._groups
@@ -108,19 +122,8 @@ class Lane:
                 if group_key is not None:
                     key = group_key(event)
                     group = None
-            except SkipEvent as skip:
-                self.skipped[skip.reason] += 1
-                self._finish(1, [spool_id])
-                continue
-            except Exception:
-                limited.log(
-                    logging.ERROR,
-                    f"encode:{self.name}",
-                    "evmiddleware: %s could not encode an event",
-                    self.name,
-                    exc_info=True,
-                )
-                self.finish_dropped([event], "encode_error", [spool_id])
+            except Exception as exc:
+                self._not_encoded(event, spool_id, exc)
                 continue
             if len(data) > room:
                 self.finish_dropped([event], "too_large", [spool_id])
@@ -131,9 +134,60 @@ class Lane:
                     group = groups[key] = _Group(now)
             # tuple.__new__ skips the generated ``Encoded.__new__``: half the cost, once per event.
             group.items.append(_new_tuple(Encoded, (event, data, spool_id)))
+            group.parts.append(data)
             group.bytes += len(data) + 1
             added += 1
         self.pending += added
+
+    def _open_bulk(self, events: list[Event], spool_ids: Iterable[int | None], now: float) -> None:
+        """Encode ``events`` in one call into the open batch (ungrouped providers with ``wire``).
+
+        When the run would not fit the batch's bytes whole, or cannot be encoded as one, its events
+        go one by one instead: they may then leave over several requests.
+        """
+        wire = self.provider.wire
+        wires = []
+        items: list[Encoded] = []
+        for event, spool_id in zip(events, spool_ids, strict=False):  # spool_ids may be endless
+            try:
+                wires.append(wire(event))
+            except Exception as exc:
+                self._not_encoded(event, spool_id, exc)
+                continue
+            items.append(_new_tuple(Encoded, (event, b"", spool_id)))
+        if not items:
+            return
+        try:
+            inner = dumps(wires)[1:-1]  # the list's brackets off: a comma-joined run of events
+        except Exception:  # the one-by-one path finds the event that cannot be written
+            inner = b""
+        group = self._groups.get(None)
+        size = len(inner) + 1
+        if not inner or size + (group.bytes if group is not None else 0) > self._body_room:
+            self._open_each([item.event for item in items], [item.spool_id for item in items], now)
+            return
+        if group is None:
+            group = self._groups[None] = _Group(now)
+        group.items.extend(items)
+        group.parts.append(inner)
+        group.bulk = True
+        group.bytes += size
+        self.pending += len(items)
+
+    def _not_encoded(self, event: Event, spool_id: int | None, error: Exception) -> None:
+        """Count an event ``encode`` or ``wire`` refused (called in its ``except`` block)."""
+        if isinstance(error, SkipEvent):
+            self.skipped[error.reason] += 1
+            self._finish(1, [spool_id])
+            return
+        limited.log(
+            logging.ERROR,
+            f"encode:{self.name}",
+            "evmiddleware: %s could not encode an event",
+            self.name,
+            exc_info=True,
+        )
+        self.finish_dropped([event], "encode_error", [spool_id])
 
     def _spool_queued(self) -> None:
         """Everything the callers queued goes to the spool before it is worked on."""
@@ -174,9 +228,14 @@ class Lane:
         group = self._groups[key]
         items: list[Encoded]
         if len(group.items) <= self.limits.max_events and group.bytes <= self._body_room:
-            items, size = list(group.items), group.bytes  # the whole group fits: the common case
+            # The whole group fits: the common case.
+            items, parts, size = list(group.items), group.parts, group.bytes
             group.items.clear()
+            group.parts = []
+            group.bulk = False
         else:
+            if group.bulk:
+                self._unbundle(group)
             items, size = [], 0
             while group.items and len(items) < self.limits.max_events:
                 item = group.items[0]
@@ -184,6 +243,8 @@ class Lane:
                     break
                 items.append(group.items.popleft())
                 size += len(item.data) + 1
+            parts = group.parts[: len(items)]
+            del group.parts[: len(items)]
         group.bytes -= size
         if not group.items:
             del self._groups[key]
@@ -191,7 +252,17 @@ class Lane:
             group.opened = now  # the rest starts a new batch window
         self.pending -= len(items)
         self.largest_batch = max(self.largest_batch, len(items))
-        return Batch(items, key, new_event_id())
+        return Batch(items, key, new_event_id(), b",".join(parts))
+
+    def _unbundle(self, group: _Group) -> None:
+        """Give every event of ``group`` its own wire form, so the group can be split between requests
+        (a run encoded in bulk cannot: where one event ends in it is not known)."""
+        encode = self.provider.encode
+        group.items = deque(
+            item if item.data else item._replace(data=encode(item.event)) for item in group.items
+        )
+        group.parts = [item.data for item in group.items]
+        group.bulk = False
 
     def idle(self) -> bool:
         return not self.queue.items and not self.backlog and not self._groups and self.in_flight == 0

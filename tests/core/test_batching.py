@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
+import pytest
 
 from evmiddleware.buffer import ProviderQueue
 from evmiddleware.events import Event, make_event
@@ -33,6 +34,24 @@ class Fixed(Provider):
 class Grouped(Fixed):
     def group_key(self, event: Event) -> str | None:
         return event.user_id
+
+
+class Wired(Fixed):
+    """As ``Fixed``, through ``wire``: the lane encodes each pull in one call."""
+
+    def wire(self, event: Event) -> dict[str, Any]:
+        if event.name == "skip":
+            raise SkipEvent("not_for_me")
+        if event.name == "broken":
+            raise ValueError("cannot encode")
+        size = int(event.properties.get("size", self.size))
+        value: object = object() if event.name == "unwritable" else "a" * (size - 8)
+        return {"n": value}  # {"n":"aa…"}: exactly ``size`` bytes of JSON
+
+    encode = Provider.encode  # dumps(wire(event)), as providers that define only ``wire``
+
+
+BOTH = pytest.mark.parametrize("kind", [Fixed, Wired], ids=["one by one", "in bulk"])
 
 
 def ev(name="e", user="u", **props):
@@ -64,17 +83,63 @@ def batches(lane: Lane, now: float = 0.0, force: bool = True) -> list[int]:
     return sizes
 
 
-def test_count_limit_exactly_and_one_past():
+@BOTH
+def test_count_limit_exactly_and_one_past(kind):
     limits = Limits(max_events=50, max_bytes=10**6)
-    assert batches(lane_with(Fixed(limits), [ev() for _ in range(50)])) == [50]
-    assert batches(lane_with(Fixed(limits), [ev() for _ in range(51)])) == [50, 1]
+    assert batches(lane_with(kind(limits), [ev() for _ in range(50)])) == [50]
+    assert batches(lane_with(kind(limits), [ev() for _ in range(51)])) == [50, 1]
 
 
-def test_byte_limit_exactly_and_one_past():
+@BOTH
+def test_byte_limit_exactly_and_one_past(kind):
     # 5 events of 10 bytes + 1 separator each = 55 bytes of room for the events.
     limits = Limits(max_events=1000, max_bytes=55 + 64, envelope_bytes=64)
-    assert batches(lane_with(Fixed(limits), [ev() for _ in range(5)])) == [5]
-    assert batches(lane_with(Fixed(limits), [ev() for _ in range(6)])) == [5, 1]
+    assert batches(lane_with(kind(limits), [ev() for _ in range(5)])) == [5]
+    assert batches(lane_with(kind(limits), [ev() for _ in range(6)])) == [5, 1]
+
+
+def bodies(lane: Lane) -> list[tuple[list[str], bytes]]:
+    """Each batch's event names and data, forced out."""
+    taken = []
+    while (key := lane.ready(0.0, True)) is not False:
+        batch = lane.take_batch(key, 0.0)
+        taken.append(([item.event.name for item in batch.items], batch.data))
+        lane.pull(0.0)
+    return taken
+
+
+def test_a_pull_encoded_in_bulk_gives_the_bytes_encoding_one_by_one_gives():
+    events = [ev(f"e{i}", size=10 + i) for i in range(4)]
+    provider = Wired(Limits(max_events=1000, max_bytes=10**6))
+    [(names, data)] = bodies(lane_with(provider, events))
+    assert names == ["e0", "e1", "e2", "e3"]
+    assert data == b",".join(provider.encode(e) for e in events)
+
+
+def test_a_bulk_batch_that_later_pulls_overfill_is_split_within_the_byte_limit_in_order():
+    # Room for 5 events of 10 bytes: 3 arrive (encoded in bulk), then 3 more that no longer fit.
+    provider = Wired(Limits(max_events=1000, max_bytes=55 + 64, envelope_bytes=64))
+    first = [ev(f"a{i}") for i in range(3)]
+    lane = lane_with(provider, first)
+    for i in range(3):
+        lane.queue.offer(ev(f"b{i}"))
+    lane.pull(0.0)
+    taken = bodies(lane)
+    assert [names for names, _ in taken] == [["a0", "a1", "a2", "b0", "b1"], ["b2"]]
+    for names, data in taken:
+        assert data == b",".join(provider.encode(ev(name)) for name in names)
+        assert len(data) + 1 <= 55
+
+
+def test_in_bulk_skipped_unencodable_and_too_large_events_are_counted_and_the_rest_sent():
+    events = [ev("skip"), ev("broken"), ev("ok1"), ev("unwritable"), ev("big", size=200), ev("ok2")]
+    lane = lane_with(Wired(Limits(max_events=1000, max_bytes=100, envelope_bytes=10)), events)
+    assert lane.skipped == {"not_for_me": 1}
+    assert lane.dropped == {"encode_error": 2, "too_large": 1}
+    [(names, data)] = bodies(lane)
+    assert names == ["ok1", "ok2"]
+    assert data == b'{"n":"aa"},{"n":"aa"}'
+    assert lane.completed() == 4  # the four refused ones are finished, not waiting
 
 
 def test_a_full_batch_is_ready_before_the_flush_interval():

@@ -132,7 +132,7 @@ def test_reprs_and_strs_of_settings_providers_events_batches_and_requests_never_
         event = make_event(
             "repr_probe", {}, user_id="u", anonymous_id=None, max_depth=10, max_bytes=1000, on_drop=print
         )
-        batch = Batch([Encoded(event, provider.encode(event))], provider.group_key(event), "batch-key")
+        batch = Batch.of([Encoded(event, provider.encode(event))], provider.group_key(event), "batch-key")
         request = provider.build_request(batch)  # type: ignore[attr-defined]
         texts += [repr(provider), str(provider), provider.describe(), repr(event), repr(batch)]
         texts += [repr(request), str(request)]

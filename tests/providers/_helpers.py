@@ -36,7 +36,7 @@ def event(
 
 def batch(provider: HttpProvider, *events: Event, key: str = "batch-key-1") -> Batch:
     items = [Encoded(e, provider.encode(e)) for e in events]
-    return Batch(items, provider.group_key(events[0]), key)
+    return Batch.of(items, provider.group_key(events[0]), key)
 
 
 def body(provider: HttpProvider, *events: Event) -> Any:

@@ -111,10 +111,12 @@ class Limits:
 
 
 class Encoded(NamedTuple):
-    """One event in a provider's wire form, encoded once and reused on every retry.
+    """One event of a batch, with its wire form (encoded once and reused on every retry).
 
-    A named tuple, not a frozen dataclass: the dispatcher builds one per event, and a frozen
-    dataclass's ``__init__`` costs 1.0 µs where a tuple costs 0.3 µs.
+    ``data`` is empty when the lane encoded the event together with others (providers that define
+    :meth:`Provider.wire`): then only :attr:`Batch.data` holds it. A named tuple, not a frozen
+    dataclass: the dispatcher builds one per event, and a frozen dataclass's ``__init__`` costs 1.0 µs
+    where a tuple costs 0.3 µs.
     """
 
     event: Event
@@ -124,11 +126,21 @@ class Encoded(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class Batch:
-    """Events that leave in one request. ``key`` is the idempotency key, the same on every retry."""
+    """Events that leave in one request. ``key`` is the idempotency key, the same on every retry.
+
+    ``data`` is the events' wire forms in order, joined by commas: what a provider puts between the
+    brackets of its list (or, for a batch of one, the event's own JSON).
+    """
 
     items: Sequence[Encoded]
     group: str | None
     key: str
+    data: bytes = dataclasses.field(repr=False)
+
+    @classmethod
+    def of(cls, items: Sequence[Encoded], group: str | None, key: str) -> Batch:
+        """A batch of events encoded one by one."""
+        return cls(items, group, key, b",".join(item.data for item in items))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,9 +189,21 @@ class Provider(abc.ABC):
         """
         raise NotImplementedError(f"{cls.__name__} is configured only by passing an instance")
 
-    @abc.abstractmethod
     def encode(self, event: Event) -> bytes:
-        """The event's wire form; raise :class:`SkipEvent` when this provider does not take it."""
+        """The event's wire form; raise :class:`SkipEvent` when this provider does not take it.
+
+        Providers define either this or :meth:`wire`.
+        """
+        return dumps(self.wire(event))
+
+    def wire(self, event: Event) -> dict[str, Any]:
+        """The event as the JSON object a batch request lists; raise :class:`SkipEvent` as ``encode``.
+
+        A provider that defines it (and no ``group_key``) has each pull of events encoded in one
+        orjson call, 0.3 µs an event, where one call per event costs 0.9 µs plus the copy that keeps
+        its result small; ``Encoded.data`` is then empty and :attr:`Batch.data` holds the events.
+        """
+        raise NotImplementedError(f"{type(self).__name__} defines neither encode nor wire")
 
     def group_key(self, event: Event) -> str | None:
         """Events with different keys never share a request."""

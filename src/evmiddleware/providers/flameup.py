@@ -111,7 +111,7 @@ class Flameup(HttpProvider):
             "POST",
             self._url,
             {"Authorization": f"Bearer {self._api_key}", "Content-Type": "application/json"},
-            batch.items[0].data,
+            batch.data,
         )
 
     def interpret(self, response: httpx.Response, batch: Batch) -> SendResult:

@@ -24,7 +24,6 @@ from .base import (
     Limits,
     SendResult,
     SkipEvent,
-    dumps,
     iso_utc,
     payload_properties,
     put_ids,
@@ -51,13 +50,13 @@ class FloKit(HttpProvider):
             return None
         return cls(common.api_key, base_url=common.base_url, limits=common.limits)
 
-    def encode(self, event: Event) -> bytes:
+    def wire(self, event: Event) -> dict[str, Any]:
         if not event.user_id and not event.anonymous_id:
             raise SkipEvent("no_identity", "FloKit needs a user id or an anonymous id")
         body: dict[str, Any] = {"event": event.name, "timestamp": iso_utc(event.timestamp)}
         put_ids(body, event, "user_id", "anonymous_id")
         body["properties"] = payload_properties(event)
-        return dumps(body)
+        return body
 
     def build_request(self, batch: Batch) -> HttpRequest:
         return HttpRequest(
@@ -68,7 +67,7 @@ class FloKit(HttpProvider):
                 "Content-Type": "application/json",
                 "Idempotency-Key": batch.key,
             },
-            b'{"events":[' + b",".join(item.data for item in batch.items) + b"]}",
+            b'{"events":[' + batch.data + b"]}",
         )
 
     def interpret(self, response: httpx.Response, batch: Batch) -> SendResult:

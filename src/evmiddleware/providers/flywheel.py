@@ -116,7 +116,7 @@ class Flywheel(HttpProvider):
             "POST",
             f"{self.base_url}/v1/events",
             {"Authorization": self._api_key, "Auth-Type": "api", "Content-Type": "application/json"},
-            batch.items[0].data,
+            batch.data,
         )
 
     def secrets(self) -> tuple[str, ...]:

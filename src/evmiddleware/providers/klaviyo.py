@@ -153,7 +153,7 @@ class Klaviyo(HttpProvider):
                 _HEAD,
                 dumps(self.profile(batch)),
                 b'}},"events":{"data":[',
-                b",".join(item.data for item in batch.items),
+                batch.data,
                 b"]}}}}",
             )
         )

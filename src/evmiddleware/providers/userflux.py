@@ -15,7 +15,7 @@ from .._parse import parse_bool
 from ..errors import ConfigurationError
 from ..events import Event
 from ._http import COMMON_OPTIONS, read_http_options
-from .base import Batch, HttpProvider, HttpRequest, Limits, dumps, payload_properties, put_ids
+from .base import Batch, HttpProvider, HttpRequest, Limits, payload_properties, put_ids
 
 DEFAULT_URL = "https://integration-api.userflux.co"
 # 50 events per request is published; a body limit is not, so batches also stay under 1 MB (the
@@ -78,11 +78,11 @@ class UserFlux(HttpProvider):
             location_enrichment=enrichment,
         )
 
-    def encode(self, event: Event) -> bytes:
+    def wire(self, event: Event) -> dict[str, Any]:
         body: dict[str, Any] = {"name": event.name, "timestamp": epoch_millis(event.timestamp)}
         put_ids(body, event, "userId", "anonymousId")
         body["properties"] = payload_properties(event)
-        return dumps(body)
+        return body
 
     def build_request(self, batch: Batch) -> HttpRequest:
         params = {}
@@ -92,7 +92,7 @@ class UserFlux(HttpProvider):
             "POST",
             f"{self.base_url}/event/ingest/batch",
             {"Authorization": f"Bearer {self._api_key}", "Content-Type": "application/json"},
-            b'{"events":[' + b",".join(item.data for item in batch.items) + b"]}",
+            b'{"events":[' + batch.data + b"]}",
             params,
         )
 
