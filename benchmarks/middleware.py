@@ -300,7 +300,7 @@ def profile_job(job: dict[str, Any]) -> dict[str, Any]:
     )
 
     def minimal_state(self: Any, request: Any, _: Any = None) -> RequestState:
-        return RequestState(RETURNING_ID, None, {}, {"method": "GET", "path": "/"}, request, None, 0.0)
+        return RequestState(RETURNING_ID, None, {}, ("GET", "/", "", {}, None), request, None, 0.0)
 
     def finish_only_done(self: Any, state: Any, *args: Any, **kwargs: Any) -> None:
         state.done = True
@@ -358,9 +358,8 @@ def _pieces_alone(kind: str, returning: bool, runtime: Any, n: int) -> dict[str,
     from evmiddleware import context
     from evmiddleware.api import record_request_event
     from evmiddleware.capture import Capture
-    from evmiddleware.events import _clean_timestamp, make_event, new_event_id
+    from evmiddleware.events import request_event
     from evmiddleware.identity import CookieWriter, cookie_value, is_valid_id, new_anonymous_id
-    from evmiddleware.normalize import normalize_properties
 
     capture = Capture()
     scope, headers = asgi_scope(returning)
@@ -389,35 +388,30 @@ def _pieces_alone(kind: str, returning: bool, runtime: Any, n: int) -> dict[str,
         )
     state = capture.start_scope(scope)
     assert state is not None
-    ctx, props = state, dict(state.props)
-    props.update(route="/items/42", status_code=200, duration_ms=0.123)
+    finished = (state.seen, "/items/{item_id}", 200, 0.000123, None, False)
     settings = runtime.settings
-
-    def event() -> Any:
-        return make_event(
+    rows["alone: record_request_event (the record queued)"] = _per_call_us(
+        lambda: record_request_event(state, "http_request", capture.properties, finished), n
+    )
+    rows["alone: on the dispatcher, Capture.properties"] = _per_call_us(
+        lambda: capture.properties(finished), n
+    )
+    props = capture.properties(finished)
+    rows["alone: on the dispatcher, request_event"] = _per_call_us(
+        lambda: request_event(
             "http_request",
             props,
-            user_id=ctx.user_id,
-            anonymous_id=ctx.anonymous_id,
-            aliases=ctx.aliases,
+            state.user_id,
+            state.anonymous_id,
+            1.7e9,
+            state.aliases,
             max_depth=settings.max_depth,
             max_bytes=settings.max_event_bytes,
             on_drop=_drop,
-        )
-
-    one = event()
-    rows["alone: record_request_event"] = _per_call_us(
-        lambda: record_request_event(ctx, "http_request", props), n
+        ),
+        n,
     )
-    rows["alone:   make_event"] = _per_call_us(event, n)
-    rows["alone:     new_event_id"] = _per_call_us(new_event_id, n)
-    rows["alone:     _clean_timestamp(None), datetime.now(UTC)"] = _per_call_us(
-        lambda: _clean_timestamp(None), n
-    )
-    rows["alone:     normalize_properties (flat fast path + copy)"] = _per_call_us(
-        lambda: normalize_properties(props, max_depth=10, max_bytes=32768, on_drop=_drop), n
-    )
-    rows["alone:   Runtime.submit (queue append)"] = _per_call_us(lambda: runtime.submit(one), n)
+    ctx = state
     rows["alone: context.enter + context.leave"] = _per_call_us(lambda: context.leave(context.enter(ctx)), n)
     return rows
 

@@ -199,7 +199,7 @@ class EventMiddleware:
                 state.route = django_route_template(match.route)
             error_type = meta.pop(_ERROR_KEY, None)
             if error_type is not None and response.status_code >= 500:
-                state.props["error_type"] = error_type
+                state.error_type = error_type
             if not owned:
                 return response
             if state.set_cookie is not None and self._cookie not in response.cookies:

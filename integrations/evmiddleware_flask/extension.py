@@ -141,7 +141,7 @@ def _connect(app: Flask, user_id: UserIdResolver | None) -> None:
         # Flask turns the exception into its 500 page before the middleware sees the response.
         state = _state()
         if state is not None:
-            state.props["error_type"] = type(exception).__name__
+            state.error_type = type(exception).__name__
 
     request_started.connect(started, app, weak=False)
     if user_id is not None:  # without a resolver there is nothing to do at the end of a request

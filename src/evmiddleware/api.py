@@ -21,6 +21,7 @@ from .signals import event_tracked
 __all__ = ["configure", "flush", "identify", "shutdown", "stats", "track", "tracked"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+_S = TypeVar("_S")
 
 #: Shared by every event without request facts or aliases (two new empty dicts per event: 128 bytes).
 _NONE: Mapping[str, Any] = MappingProxyType({})
@@ -238,14 +239,18 @@ def stats() -> dict[str, Any]:
     return _rt.current().stats()
 
 
-def record_request_event(ctx: RequestContext, name: str, properties: dict[str, Any]) -> None:
-    """The capture layer's automatic event: ids from ``ctx``, request facts as ``properties``.
+def record_request_event(
+    ctx: RequestContext, name: str, properties: Callable[[_S], dict[str, Any]], source: _S
+) -> None:
+    """The capture layer's automatic event: ids from ``ctx``, properties ``properties(source)``.
 
-    ``properties`` must be the capture layer's own dict of str, int, float and bool values (it is
-    handed over, not copied), and ``name`` a name it validated at start-up. Never raises (except in
-    strict mode).
+    ``properties(source)`` runs on the dispatcher thread, where the event is built; it must return a
+    new dict of str, int, float and bool values. ``name`` must be a name the capture layer validated
+    at start-up. Never raises (except in strict mode)::
+
+        record_request_event(state, "http_request", capture.properties, state)
     """
-    runtime = _rt.peek()
+    runtime = _rt._runtime  # what peek() returns, without its call
     if (
         runtime is None
         or runtime.closed
@@ -257,12 +262,19 @@ def record_request_event(ctx: RequestContext, name: str, properties: dict[str, A
         # Validated here, on the request thread: strict mode raises in the handler, receivers see
         # the event where it happened, and a full intake counts its drops like track() does.
         _emit(
-            name, properties, ctx.user_id, ctx.anonymous_id, None, "track", request=False, aliases=ctx.aliases
+            name,
+            properties(source),
+            ctx.user_id,
+            ctx.anonymous_id,
+            None,
+            "track",
+            request=False,
+            aliases=ctx.aliases,
         )
         return
-    # The fast path: a record of what is known now; the dispatcher thread builds and checks the
-    # event (Runtime.admit). That takes the id, the timestamp and the queueing off the request.
-    runtime.take_request((name, ctx.user_id, ctx.anonymous_id, _time(), properties, ctx.aliases))
+    # The fast path: a record of what is known now; the dispatcher thread builds the properties and
+    # the event (Runtime.admit). That takes the id, the timestamp and the queueing off the request.
+    runtime.take_request((name, ctx.user_id, ctx.anonymous_id, _time(), properties, source, ctx.aliases))
 
 
 _time = time.time

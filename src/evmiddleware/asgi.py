@@ -17,7 +17,7 @@ is prepended), then ``route_resolver(scope)`` if configured, then the raw path.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, MutableMapping
 from typing import Any
 
 from . import capture as _capture
@@ -63,7 +63,9 @@ class EventMiddleware:
         root_path = scope.get("root_path", "")
         trailers = False
 
-        async def send_tracked(message: Message) -> None:
+        # A plain function that hands back the server's awaitable: a coroutine of our own (a frame to
+        # build and run per message) only for the last message, which has work left after it.
+        def send_tracked(message: Message) -> Awaitable[None]:
             nonlocal trailers
             kind = message["type"]
             if kind == "http.response.start":
@@ -71,22 +73,16 @@ class EventMiddleware:
                 trailers = message.get("trailers", False)
                 if cookie is not None:  # a new dict: the app may reuse its message
                     message = {**message, "headers": [*message.get("headers", ()), cookie]}
-                await send(message)
-                return
-            await send(message)
+                return send(message)
             if kind in _BODY:
                 if message.get("more_body", False) or trailers:
-                    return
+                    return send(message)
             elif kind == "http.response.trailers":
                 if message.get("more_trailers", False):
-                    return
+                    return send(message)
             elif kind != "http.response.pathsend":
-                return
-            # The last message has left.
-            if (state.status or 0) < 500:
-                self._finish(state, scope, root_path, None)
-            else:  # frameworks send their error page, then re-raise: wait for the exception's type
-                state.ended = _capture._perf()
+                return send(message)
+            return self._send_last(send, message, state, scope, root_path)
 
         async def receive_tracked() -> Message:
             message = await receive()
@@ -105,6 +101,21 @@ class EventMiddleware:
             _leave(token)
         if not state.done:  # returned with the response unfinished: the client left (or no response)
             self._finish(state, scope, root_path, None)
+
+    async def _send_last(
+        self,
+        send: Send,
+        message: Message,
+        state: RequestState,
+        scope: MutableMapping[str, Any],
+        root_path: str,
+    ) -> None:
+        """Send the response's last message, then record the event (its duration ends here)."""
+        await send(message)
+        if (state.status or 0) < 500:
+            self._finish(state, scope, root_path, None)
+        else:  # frameworks send their error page, then re-raise: wait for the exception's type
+            state.ended = _capture._perf()
 
     def _finish(
         self,

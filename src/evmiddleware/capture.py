@@ -38,10 +38,11 @@ from .capture_options import SECRET_WORDS, CaptureOptions, _checked, looks_secre
 from .context import RequestContext
 from .errors import ConfigurationError
 from .identity import (
+    _ID_BYTES,
+    MAX_ID_LENGTH,
     CookieWriter,
     adopt_browser_id,
     cookie_value,
-    is_valid_id,
     klaviyo_exchange_id,
     new_anonymous_id,
 )
@@ -53,14 +54,25 @@ _MAX_PATH, _MAX_UA, _MAX_REFERRER, _MAX_PARAM, _MAX_QUERY_PARTS = 2048, 512, 102
 _perf = time.perf_counter
 _random = random.random
 
+#: What the request thread saw: method, path (bounded), query string, the headers ``start`` read
+#: (lower-case names), client address.
+Seen = tuple[str, str, str, Mapping[str, str], "str | None"]
+#: What the dispatcher thread builds a request's properties from (``Capture.properties``): ``Seen``,
+#: route template, status, duration in seconds, error type, disconnected.
+Finished = tuple[Seen, "str | None", int, float, "str | None", bool]
+
 
 class RequestState(RequestContext):
     """One request being captured; also the request's context (what ``track()`` inside it sees), so a
     request costs one object. Adapters and integrations may set, after the app ran:
 
     ``status`` (int), ``route`` (a template such as ``/items/{item_id}``), ``user_id``,
+    ``error_type`` (the name of an exception the framework turned into its error page),
     ``disconnected`` (the client went away before the response was complete), ``ended``
     (``time.perf_counter()`` when the last byte left, to record the event later with the right duration).
+
+    The request thread keeps the raw facts in ``seen``; the event's properties are built from them on
+    the dispatcher thread (see :meth:`Capture.properties`).
     """
 
     __slots__ = (
@@ -68,8 +80,9 @@ class RequestState(RequestContext):
         "disconnected",
         "done",
         "ended",
-        "props",
+        "error_type",
         "request",
+        "seen",
         "set_cookie",
         "started",
         "status",
@@ -80,7 +93,7 @@ class RequestState(RequestContext):
         anonymous_id: str | None,
         user_id: str | None,
         facts: dict[str, Any],
-        props: dict[str, Any],
+        seen: Seen,
         request: Any,
         set_cookie: str | None,
         started: float,
@@ -93,7 +106,7 @@ class RequestState(RequestContext):
         self.tracked = True
         self.identified = False
         self.aliases = {}
-        self.props = props
+        self.seen = seen
         #: What the hooks get; dropped by ``finish`` (the scope or environ holds this state under
         #: STATE_KEY: without that, the pair would wait for the garbage collector).
         self.request = request
@@ -101,6 +114,7 @@ class RequestState(RequestContext):
         self.set_cookie = set_cookie
         self.started = started
         self.status: int | None = None
+        self.error_type: str | None = None
         self.disconnected = False
         self.done = False
         #: When the last byte left, if the event is recorded later (see the ASGI middleware's 5xx case).
@@ -111,6 +125,10 @@ class RequestState(RequestContext):
     def ctx(self) -> RequestState:
         """The request's context: the state itself (kept for adapters written against the old split)."""
         return self
+
+    @property
+    def method(self) -> str:
+        return self.seen[0]
 
     @property
     def route(self) -> str | None:
@@ -191,7 +209,7 @@ class Capture:
             wanted.append("dnt")
         if self._proxies or self._trust_all:
             wanted.append("x-forwarded-proto")
-        self._asgi_wanted = tuple((name.encode("latin-1"), name) for name in wanted)
+        self._asgi_wanted = {name.encode("latin-1"): name for name in wanted}
         # CGI names: Content-Type and Content-Length are the two without the HTTP_ prefix.
         self._environ_keys = tuple(
             (
@@ -204,27 +222,18 @@ class Capture:
 
     # -- headers, as each kind of server gives them -------------------------------------------
     def asgi_headers(self, raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-        """The headers ``start`` reads, from an ASGI scope's ``headers`` (lower-case names)."""
-        # dict() indexes the whole list in C, then only the few wanted names are looked at: a Python
-        # loop over every header costs ten times more. With a repeated name (dict() would keep the
-        # last; we want the first, and every Cookie field) the list is scanned in Python instead.
-        if type(raw) is list and len(by_name := dict(raw)) == len(raw):
-            return {
-                key: value.decode("latin-1")
-                for name, key in self._asgi_wanted
-                if (value := by_name.get(name)) is not None
-            }
-        return self._asgi_headers_scan(raw)
-
-    def _asgi_headers_scan(self, raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-        wanted = dict(self._asgi_wanted)
+        """The headers ``start`` reads, from an ASGI scope's ``headers`` (lower-case names): the first
+        of a repeated name, and every ``Cookie`` field (HTTP/2 may split cookies over several)."""
+        # One Python loop with one dict lookup per header: cheaper than dict(raw) and a comprehension
+        # over the wanted names (a function call of its own before Python 3.12), and it sees repeats.
+        wanted = self._asgi_wanted
         found: dict[str, str] = {}
         for name, value in raw:
             key = wanted.get(name)
             if key is not None:
                 if key not in found:
                     found[key] = value.decode("latin-1")
-                elif key == "cookie":  # HTTP/2 may split cookies over several header fields
+                elif key == "cookie":
                     found[key] += "; " + value.decode("latin-1")
         return found
 
@@ -292,7 +301,8 @@ class Capture:
         """
         started = _perf()
         try:
-            if _rt.current().disabled or (self._filters and self._excluded(method, path)):
+            runtime = _rt._runtime or _rt.current()  # the module global first: no call per request
+            if runtime.disabled or (self._filters and self._excluded(method, path)):
                 return None
             if self._consent is not None:
                 if not _hook("consent", self._consent, request, False):
@@ -303,7 +313,12 @@ class Capture:
             cookies = headers.get("cookie")
             anonymous_id = cookie_value(cookies, self._cookie_name) if cookies else None
             set_cookie = None
-            if anonymous_id is None or not is_valid_id(anonymous_id):
+            # is_valid_id(anonymous_id), inlined: one Python call less on every returning visitor.
+            if anonymous_id is None or not (
+                0 < len(anonymous_id) <= MAX_ID_LENGTH
+                and anonymous_id.isascii()
+                and not anonymous_id.encode().translate(None, _ID_BYTES)
+            ):
                 adopted = adopt_browser_id(cookies, self._adopt) if cookies and self._adopt else None
                 anonymous_id = adopted[0] if adopted is not None else new_anonymous_id()
                 secure = scheme == "https" or self._forwarded_https(headers, client)
@@ -311,23 +326,13 @@ class Capture:
 
             path = path[:_MAX_PATH]
             user_id = _hook("user_id", self._user_id, request, None) if self._user_id is not None else None
-            props: dict[str, Any] = {"method": method, "path": path}
-            if (user_agent := headers.get("user-agent")) is not None:
-                props["user_agent"] = user_agent[:_MAX_UA]
-            if referrer := headers.get("referer"):
-                # Only scheme, host and path: a referrer's query string may carry another site's secrets.
-                if "?" in referrer or "#" in referrer:
-                    referrer = referrer.partition("?")[0].partition("#")[0]
-                props["referrer"] = referrer[:_MAX_REFERRER]
-            if query_string and ("utm_" in query_string or self._query_keys):
-                self._query_props(query_string, props)
-            if self._rare:
-                self._rare_props(headers, client, props)
+            # Only what the hooks and track() need now; the properties are built on the dispatcher
+            # thread from ``seen`` (see ``properties``).
             state = RequestState(
                 anonymous_id,
                 None if user_id is None else str(user_id),
                 {"method": method, "path": path},
-                props,
+                (method, path, query_string, headers, client),
                 request,
                 set_cookie,
                 started,
@@ -364,30 +369,53 @@ class Capture:
             if not state.tracked:
                 return
             disconnected = disconnected or state.disconnected
+            error_type = state.error_type
             if error is not None:
                 status = 500
+                error_type = type(error).__name__
             elif status is None:
                 status = state.status
                 if status is None:  # no response at all: the server answers 500 unless the client left
                     status = 499 if disconnected else 500
             if status in self._statuses:
                 return
-            props = state.props
             route = state._route
             if not route and self._route is not None:
                 route = _hook("route", self._route, request, None)
-            props["route"] = route or props["path"]
-            props["status_code"] = status
             ended = _perf() if state.ended is None else state.ended
-            # Whole microseconds, in milliseconds: round() without digits stays clear of float-to-text.
-            props["duration_ms"] = round((ended - state.started) * 1_000_000.0) / 1000.0
-            if error is not None:
-                props["error_type"] = type(error).__name__
-            if disconnected:
-                props["disconnected"] = True
-            record_request_event(state, self._event_name, props)
+            # A snapshot, not the state: the app may still change the state (a disconnect seen after
+            # the response, a background task) while the dispatcher reads it.
+            finished = (state.seen, route, status, ended - state.started, error_type, disconnected)
+            record_request_event(state, self._event_name, self.properties, finished)
         except Exception as exc:
             _failed("finish", exc)
+
+    def properties(self, finished: Finished) -> dict[str, Any]:
+        """The event's properties of a finished request (see ``Finished``); runs on the dispatcher
+        thread, or on the request thread when the event is checked there (``record_request_event``)."""
+        seen, route, status, duration, error_type, disconnected = finished
+        method, path, query_string, headers, client = seen
+        props: dict[str, Any] = {"method": method, "path": path}
+        if (user_agent := headers.get("user-agent")) is not None:
+            props["user_agent"] = user_agent[:_MAX_UA]
+        if referrer := headers.get("referer"):
+            # Only scheme, host and path: a referrer's query string may carry another site's secrets.
+            if "?" in referrer or "#" in referrer:
+                referrer = referrer.partition("?")[0].partition("#")[0]
+            props["referrer"] = referrer[:_MAX_REFERRER]
+        if query_string and ("utm_" in query_string or self._query_keys):
+            self._query_props(query_string, props)
+        if self._rare:
+            self._rare_props(headers, client, props)
+        props["route"] = route or path
+        props["status_code"] = status
+        # Whole microseconds, in milliseconds: round() without digits stays clear of float-to-text.
+        props["duration_ms"] = round(duration * 1_000_000.0) / 1000.0
+        if error_type is not None:
+            props["error_type"] = error_type
+        if disconnected:
+            props["disconnected"] = True
+        return props
 
     # -- helpers ------------------------------------------------------------------------------
     def _excluded(self, method: str, path: str) -> bool:

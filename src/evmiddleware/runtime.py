@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._log import hide_in_http_logs, limited, logger
@@ -35,8 +35,9 @@ def warn_dropped_property(key: str, why: str) -> None:
 
 
 #: What the capture layer queues per request for the dispatcher to build the event from: name,
-#: user id, anonymous id, ``time.time()``, properties, aliases.
-RequestRecord = tuple[str, Any, "str | None", float, dict[str, Any], Mapping[str, str]]
+#: user id, anonymous id, ``time.time()``, a function and its argument that give the properties,
+#: aliases.
+RequestRecord = tuple[str, Any, "str | None", float, Callable[[Any], dict[str, Any]], Any, Mapping[str, str]]
 
 
 class Runtime:
@@ -121,13 +122,13 @@ class Runtime:
         nudge = False
         for _ in range(len(intake)):
             try:
-                name, user_id, anonymous_id, at, properties, aliases = intake.popleft()
+                name, user_id, anonymous_id, at, properties, source, aliases = intake.popleft()
             except IndexError:  # a shutdown that gave up waiting for us counted the rest
                 break
             try:
                 event = request_event(
                     name,
-                    properties,
+                    properties(source),
                     user_id,
                     anonymous_id,
                     at,

@@ -147,7 +147,7 @@ class _Body:
         finally:
             # Closed before the end without an error: the server stopped sending (client gone).
             # HEAD responses may legitimately be closed unread.
-            cut_short = self._started and not self._ended and state.props["method"] != "HEAD"
+            cut_short = self._started and not self._ended and state.method != "HEAD"
             self._capture.finish(state, error=error, disconnected=cut_short and error is None)
 
 

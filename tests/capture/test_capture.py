@@ -277,7 +277,7 @@ def test_an_exception_inside_finish_is_caught_and_counted(monkeypatch):
     capture_module.reset_errors()
 
 
-def test_the_environ_and_scope_helpers_read_the_same_facts(tracked):
+def test_the_environ_and_scope_helpers_read_the_same_facts(tracked, clock):
     capture = Capture(trusted_proxies=("10.0.0.0/8",), capture_headers=("content-type",))
     environ = {
         "REQUEST_METHOD": "POST",
@@ -301,10 +301,13 @@ def test_the_environ_and_scope_helpers_read_the_same_facts(tracked):
     }
     from_environ = capture.start_environ(environ)
     from_scope = capture.start_scope(scope)
-    assert from_environ.props == from_scope.props
-    assert from_environ.props["path"] == "/app/café"
     assert from_environ.set_cookie.endswith("; Secure") and from_scope.set_cookie.endswith("; Secure")
     assert from_environ.request is environ and from_scope.request is scope
+    capture.finish(from_environ, 200)
+    capture.finish(from_scope, 200)
+    by_environ, by_scope = (event.properties for event in request_events(tracked))
+    assert by_environ == by_scope
+    assert by_environ["path"] == "/app/café"
 
 
 def test_the_state_is_the_requests_context(tracked):
@@ -353,7 +356,8 @@ def test_the_route_resolver_still_gets_the_request_at_finish(tracked):
 def test_asgi_headers_keep_the_first_of_a_repeated_name_from_any_iterable(tracked, headers):
     capture = Capture()
     state = capture.start_scope({"type": "http", "method": "GET", "path": "/", "headers": headers})
-    assert state.anonymous_id == "v-dup" and state.props["user_agent"] == "first"
+    capture.finish(state, 200)
+    assert state.anonymous_id == "v-dup" and request_events(tracked)[0].properties["user_agent"] == "first"
 
 
 def test_an_empty_header_value_is_kept_as_an_empty_string(tracked):
@@ -361,7 +365,8 @@ def test_an_empty_header_value_is_kept_as_an_empty_string(tracked):
     state = capture.start_scope(
         {"type": "http", "method": "GET", "path": "/", "headers": [(b"user-agent", b"")]}
     )
-    assert state.props["user_agent"] == ""
+    capture.finish(state, 200)
+    assert request_events(tracked)[0].properties["user_agent"] == ""
 
 
 def test_duration_is_recorded_to_the_microsecond(tracked, clock):

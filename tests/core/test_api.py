@@ -207,8 +207,8 @@ def test_request_events_over_the_size_limit_are_dropped_not_sent(memory_sink):
 
     evmiddleware.configure(providers=[memory_sink], max_event_bytes=1024)
     ctx = RequestContext("anon-1")
-    record_request_event(ctx, "http_request", {"method": "GET", "path": "/", "user_agent": "x" * 2000})
-    record_request_event(ctx, "http_request", {"method": "GET", "path": "/ok"})
+    record_request_event(ctx, "http_request", dict, {"method": "GET", "path": "/", "user_agent": "x" * 2000})
+    record_request_event(ctx, "http_request", dict, {"method": "GET", "path": "/ok"})
     [event] = delivered(memory_sink)
     assert event.properties == {"method": "GET", "path": "/ok"}
     assert (event.anonymous_id, event.user_id) == ("anon-1", None)

@@ -27,7 +27,7 @@ def props() -> dict[str, object]:
 
 def test_the_event_is_built_with_the_requests_ids_time_and_properties(memory_sink: MemorySink) -> None:
     before = dt.datetime.now(UTC)
-    record_request_event(request_ctx("u1"), "http_request", props())
+    record_request_event(request_ctx("u1"), "http_request", dict, props())
     after = dt.datetime.now(UTC)
     assert evmiddleware.flush(5)
     [event] = memory_sink.events
@@ -39,15 +39,15 @@ def test_the_event_is_built_with_the_requests_ids_time_and_properties(memory_sin
 
 
 def test_a_user_id_the_resolver_got_wrong_is_a_counted_drop(memory_sink: MemorySink) -> None:
-    record_request_event(request_ctx("x" * 300), "http_request", props())
-    record_request_event(request_ctx("u2"), "http_request", props())
+    record_request_event(request_ctx("x" * 300), "http_request", dict, props())
+    record_request_event(request_ctx("u2"), "http_request", dict, props())
     assert evmiddleware.flush(5)
     assert [event.user_id for event in memory_sink.events] == ["u2"]
     assert evmiddleware.stats()["dropped"] == {"invalid_id": 1}
 
 
 def test_a_padded_user_id_is_stripped_as_track_strips_it(memory_sink: MemorySink) -> None:
-    record_request_event(request_ctx(" u3 "), "http_request", props())
+    record_request_event(request_ctx(" u3 "), "http_request", dict, props())
     assert evmiddleware.flush(5)
     assert [event.user_id for event in memory_sink.events] == ["u3"]
 
@@ -56,7 +56,7 @@ def test_an_event_over_the_size_limit_is_a_counted_drop() -> None:
     sink = MemorySink()
     evmiddleware.configure(providers=[sink], max_event_bytes=1024)
     big = props() | {"referrer": "r" * 2000}
-    record_request_event(request_ctx(), "http_request", big)
+    record_request_event(request_ctx(), "http_request", dict, big)
     assert evmiddleware.flush(5)
     assert sink.events == []
     assert evmiddleware.stats()["dropped"] == {"too_large": 1}
@@ -72,42 +72,42 @@ def parked_dispatcher(monkeypatch: pytest.MonkeyPatch) -> rt.Runtime:
 
 
 def test_records_waiting_count_as_queued_for_every_provider(parked_dispatcher: rt.Runtime) -> None:
-    record_request_event(request_ctx(), "http_request", props())
+    record_request_event(request_ctx(), "http_request", dict, props())
     assert evmiddleware.stats()["providers"]["memory"]["queued"] == 1
     assert evmiddleware.stats()["providers"]["memory"]["enqueued"] == 1
 
 
 def test_a_full_intake_queues_on_the_request_thread_instead(parked_dispatcher: rt.Runtime) -> None:
     for _ in range(3):
-        record_request_event(request_ctx(), "http_request", props())
+        record_request_event(request_ctx(), "http_request", dict, props())
     assert len(parked_dispatcher.intake) == 2
     assert len(parked_dispatcher.queues[0].items) == 1  # the third: built and queued by the caller
 
 
 def test_records_left_at_shutdown_are_counted_never_lost(parked_dispatcher: rt.Runtime) -> None:
-    record_request_event(request_ctx(), "http_request", props())
-    record_request_event(request_ctx(), "http_request", props())
+    record_request_event(request_ctx(), "http_request", dict, props())
+    record_request_event(request_ctx(), "http_request", dict, props())
     evmiddleware.shutdown(1.0)
     assert not parked_dispatcher.intake
     assert evmiddleware.stats()["dropped"] == {"shutdown": 2}
 
 
 def test_records_left_when_the_dispatcher_fails_are_counted(parked_dispatcher: rt.Runtime) -> None:
-    record_request_event(request_ctx(), "http_request", props())
+    record_request_event(request_ctx(), "http_request", dict, props())
     parked_dispatcher._dispatcher_failed()
-    record_request_event(request_ctx(), "http_request", props())  # after the failure: refused at once
+    record_request_event(request_ctx(), "http_request", dict, props())  # after the failure: refused at once
     assert evmiddleware.stats()["dropped"] == {"dispatcher_error": 2}
 
 
 def test_a_closed_pipeline_refuses_records_at_once(memory_sink: MemorySink) -> None:
     evmiddleware.shutdown(1.0)
-    record_request_event(request_ctx(), "http_request", props())
+    record_request_event(request_ctx(), "http_request", dict, props())
     assert evmiddleware.stats()["dropped"] == {"shut_down": 1}
 
 
 def test_a_flush_covers_requests_that_ended_before_it(memory_sink: MemorySink) -> None:
     for i in range(200):
-        record_request_event(request_ctx(f"u{i}"), "http_request", props())
+        record_request_event(request_ctx(f"u{i}"), "http_request", dict, props())
     assert evmiddleware.flush(5)
     assert len(memory_sink.events) == 200
     assert len({event.id for event in memory_sink.events}) == 200

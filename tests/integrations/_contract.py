@@ -6,11 +6,15 @@ A framework's test module subclasses :class:`ExampleAppContract` and provides a 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+import evmiddleware
+from evmiddleware import signals
 from evmiddleware.events import Event
+from evmiddleware.providers.sinks import MemorySink
 
 COOKIE = "ev_anon_id"
 CHUNKS = "chunk 0\nchunk 1\nchunk 2\n"
@@ -39,6 +43,18 @@ class Shop(Protocol):
 
 def request_events(events: list[Event]) -> list[Event]:
     return [event for event in events if event.name == "http_request"]
+
+
+@contextlib.contextmanager
+def no_receivers() -> Iterator[None]:
+    """``event_tracked`` without its receivers: request events are then built on the dispatcher
+    thread (with a receiver they are built on the request thread, where the receiver sees them)."""
+    saved = dict(signals.event_tracked.receivers)
+    signals.event_tracked.receivers.clear()
+    try:
+        yield
+    finally:
+        signals.event_tracked.receivers.update(saved)
 
 
 def cookie_id(set_cookie: str) -> str:
@@ -147,3 +163,35 @@ class ExampleAppContract:
         assert shop.request("GET", "/no/such/page").status == 404
         [event] = events
         assert (event.properties["route"], event.properties["status_code"]) == ("/no/such/page", 404)
+
+    def test_properties_built_on_the_dispatcher_are_those_built_on_the_request_thread(
+        self, shop: Shop, events, sink: MemorySink
+    ):
+        def visit() -> None:
+            shop.request("GET", "/")
+            shop.request("GET", "/items/42?utm_source=news&utm_campaign=spring%20sale&token=t&q=x")
+            shop.request("GET", "/boom")
+            shop.request("GET", "/no/such/page")
+            assert shop.open("/stream")() == CHUNKS
+
+        visit()
+        on_request_thread = [event.properties for event in request_events(events)]
+        assert evmiddleware.flush(5)
+        sink.clear()
+        with no_receivers():
+            visit()
+            assert evmiddleware.flush(5)
+        on_dispatcher = [event.properties for event in request_events(sink.events)]
+
+        def timeless(properties: dict[str, Any]) -> dict[str, Any]:
+            return {key: value for key, value in properties.items() if key != "duration_ms"}
+
+        assert len(on_request_thread) == 5
+        assert [timeless(p) for p in on_dispatcher] == [timeless(p) for p in on_request_thread]
+        item, boom = on_dispatcher[1], on_dispatcher[2]
+        assert (item["route"], item["utm_source"], item["utm_campaign"]) == (
+            "/items/{item_id}",
+            "news",
+            "spring sale",
+        )
+        assert (boom["status_code"], boom["error_type"]) == (500, "RuntimeError")
