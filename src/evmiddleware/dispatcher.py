@@ -323,6 +323,9 @@ class Dispatcher:
                 task = asyncio.create_task(self._deliver(lane, batch, slot))
                 self._deliveries.add(task)
                 task.add_done_callback(self._deliveries.discard)
+                # Let the request leave now, before the next pull's encoding: the provider reads
+                # this batch while we encode the next.
+                await asyncio.sleep(0)
             except asyncio.CancelledError:
                 raise
             except Exception:
