@@ -68,6 +68,21 @@ def test_iso_utc_changes_with_the_second_it_caches() -> None:
     assert iso_utc(base) == "2026-11-23T23:59:59.999Z"
 
 
+@given(st.lists(st.datetimes(timezones=st.just(UTC)), max_size=20))
+def test_iso_utc_is_right_for_any_sequence_of_times_whatever_second_it_cached(
+    moments: list[dt.datetime],
+) -> None:
+    for moment in moments:
+        assert iso_utc(moment) == moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_iso_utc_formats_the_last_second_there_is() -> None:
+    last = dt.datetime.max.replace(tzinfo=UTC)
+    assert iso_utc(last) == "9999-12-31T23:59:59.999Z"
+    assert iso_utc(last - dt.timedelta(seconds=1)) == "9999-12-31T23:59:58.999Z"
+    assert iso_utc(last) == "9999-12-31T23:59:59.999Z"
+
+
 def test_encoded_events_keep_no_slack_memory() -> None:
     # Encoded events wait in open batches: a short event must not hold a 4 KiB buffer.
     tracemalloc.start()
