@@ -257,7 +257,7 @@ def record_request_event(
         or runtime.disabled
         or runtime.settings.strict
         or event_tracked.receivers
-        or len(runtime.intake) >= runtime.settings.max_queue
+        or len(intake := runtime.intake) >= runtime.settings.max_queue
     ):
         # Validated here, on the request thread: strict mode raises in the handler, receivers see
         # the event where it happened, and a full intake counts its drops like track() does.
@@ -274,7 +274,13 @@ def record_request_event(
         return
     # The fast path: a record of what is known now; the dispatcher thread builds the properties and
     # the event (Runtime.admit). That takes the id, the timestamp and the queueing off the request.
-    runtime.take_request((name, ctx.user_id, ctx.anonymous_id, _time(), properties, source, ctx.aliases))
+    # Here rather than in a method of the runtime: one Python call less on every request.
+    intake.append((name, ctx.user_id, ctx.anonymous_id, _time(), properties, source, ctx.aliases))
+    dispatcher = runtime.dispatcher
+    if not dispatcher.started:
+        dispatcher.start()
+    elif len(intake) == runtime._nudge_at:  # a batch's worth waits: wake the dispatcher now
+        dispatcher.nudge()
 
 
 _time = time.time

@@ -112,8 +112,10 @@ class EventMiddleware:
     ) -> None:
         """Send the response's last message, then record the event (its duration ends here)."""
         await send(message)
-        if (state.status or 0) < 500:
-            self._finish(state, scope, root_path, None)
+        if (state.status or 0) < 500:  # self._finish, inlined: this runs for every request
+            if "route" in scope:
+                _take_route(state, scope, root_path)
+            self.capture.finish(state)
         else:  # frameworks send their error page, then re-raise: wait for the exception's type
             state.ended = _capture._perf()
 

@@ -27,7 +27,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -221,31 +221,33 @@ class Capture:
         )
 
     # -- headers, as each kind of server gives them -------------------------------------------
-    def asgi_headers(self, raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-        """The headers ``start`` reads, from an ASGI scope's ``headers`` (lower-case names): the first
-        of a repeated name, and every ``Cookie`` field (HTTP/2 may split cookies over several)."""
-        # One Python loop with one dict lookup per header: cheaper than dict(raw) and a comprehension
-        # over the wanted names (a function call of its own before Python 3.12), and it sees repeats.
-        wanted = self._asgi_wanted
-        found: dict[str, str] = {}
-        for name, value in raw:
-            key = wanted.get(name)
-            if key is not None:
-                if key not in found:
-                    found[key] = value.decode("latin-1")
-                elif key == "cookie":
-                    found[key] += "; " + value.decode("latin-1")
-        return found
-
     def environ_headers(self, environ: Mapping[str, Any]) -> dict[str, str]:
         """The headers ``start`` reads, from a WSGI environ (or Django's ``request.META``)."""
-        return {
-            key: value for env_key, key in self._environ_keys if (value := environ.get(env_key)) is not None
-        }
+        headers: dict[str, str] = {}
+        for env_key, key in self._environ_keys:  # a loop, not a comprehension: one call less (< 3.12)
+            value = environ.get(env_key)
+            if value is not None:
+                headers[key] = value
+        return headers
 
     def start_scope(self, scope: Mapping[str, Any], request: Any = None) -> RequestState | None:
-        """:meth:`start` for an ASGI HTTP scope; hooks get ``request`` or the scope."""
+        """:meth:`start` for an ASGI HTTP scope; hooks get ``request`` or the scope.
+
+        Of the scope's headers (lower-case names) ``start`` gets the ones it reads: the first of a
+        repeated name, and every ``Cookie`` field (HTTP/2 may split cookies over several).
+        """
         try:
+            # One Python loop with one dict lookup per header, here rather than in a helper of its own:
+            # this runs on every request, where each Python call costs as much as a few headers.
+            wanted = self._asgi_wanted
+            headers: dict[str, str] = {}
+            for name, value in scope.get("headers", ()):
+                key = wanted.get(name)
+                if key is not None:
+                    if key not in headers:
+                        headers[key] = value.decode("latin-1")
+                    elif key == "cookie":
+                        headers[key] += "; " + value.decode("latin-1")
             client = scope.get("client")
             query_string = scope.get("query_string")
             return self.start(
@@ -253,7 +255,7 @@ class Capture:
                 scope.get("scheme", "http"),
                 scope["path"],
                 query_string.decode("latin-1") if query_string else "",
-                self.asgi_headers(scope.get("headers", ())),
+                headers,
                 client[0] if client else None,
                 scope if request is None else request,
             )
@@ -296,7 +298,7 @@ class Capture:
     ) -> RequestState | None:
         """Begin capturing a request; ``None`` when it is not tracked at all (no context, no cookie).
 
-        ``headers`` maps lower-case names to values (see :meth:`asgi_headers`); ``client`` is the peer
+        ``headers`` maps lower-case names to values (see :meth:`environ_headers`); ``client`` is the peer
         address, used for trusted proxies and ``capture_ip`` only.
         """
         started = _perf()

@@ -69,8 +69,9 @@ class Runtime:
         self._nudge_at = max(64, min(lane.limits.max_events for lane in self.lanes)) if self.lanes else 0
         #: Events refused before reaching any provider, by reason (caller threads: under the lock).
         self.dropped: Counter[str] = Counter()
-        #: Requests' raw records, appended on request threads and turned into events by the
-        #: dispatcher thread (``admit``); bounded by ``max_queue`` like every provider's queue.
+        #: Requests' raw records, appended on request threads (``api.record_request_event``, which
+        #: nudges the dispatcher at ``_nudge_at`` records) and turned into events by the dispatcher
+        #: thread (``admit``); bounded by ``max_queue`` like every provider's queue.
         self.intake: deque[RequestRecord] = deque()
         self._lock = threading.Lock()
         self.closed = False
@@ -102,17 +103,6 @@ class Runtime:
             if queue.offer(event) == self._nudge_at:
                 nudge = True
         return nudge
-
-    def take_request(self, record: RequestRecord) -> None:
-        """Request thread: queue a request's record for the dispatcher (the caller checked that the
-        runtime is open, enabled, not strict and that ``intake`` has room)."""
-        intake = self.intake
-        intake.append(record)
-        dispatcher = self.dispatcher
-        if not dispatcher.started:
-            dispatcher.start()
-        elif len(intake) == self._nudge_at:
-            dispatcher.nudge()
 
     def admit(self) -> None:
         """Dispatcher thread: build the events of the queued request records, queue each for every
