@@ -300,7 +300,7 @@ def profile_job(job: dict[str, Any]) -> dict[str, Any]:
     )
 
     def minimal_state(self: Any, request: Any, _: Any = None) -> RequestState:
-        return RequestState(RETURNING_ID, None, {}, ("GET", "/", "", {}, None), request, None, 0.0)
+        return RequestState(RETURNING_ID, None, ("GET", "/", "", None, None, None, None), request, None, 0.0)
 
     def finish_only_done(self: Any, state: Any, *args: Any, **kwargs: Any) -> None:
         state.done = True
@@ -387,7 +387,7 @@ def _pieces_alone(kind: str, returning: bool, runtime: Any, n: int) -> dict[str,
         )
     state = capture.start_scope(scope)
     assert state is not None
-    finished = (state.seen, "/items/{item_id}", 200, 0.000123, None, False)
+    finished = (*state.seen, "/items/{item_id}", 200, 0.000123, None, False)
     settings = runtime.settings
     rows["alone: record_request_event (the record queued)"] = _per_call_us(
         lambda: record_request_event(state, "http_request", capture.properties, finished), n

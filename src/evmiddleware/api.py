@@ -275,7 +275,10 @@ def record_request_event(
     # The fast path: a record of what is known now; the dispatcher thread builds the properties and
     # the event (Runtime.admit). That takes the id, the timestamp and the queueing off the request.
     # Here rather than in a method of the runtime: one Python call less on every request.
-    intake.append((name, ctx.user_id, ctx.anonymous_id, _time(), properties, source, ctx.aliases))
+    # The shared empty mapping rather than the request's own empty dict: every object the record
+    # holds is touched, and freed, by the dispatcher thread on another core.
+    aliases = ctx.aliases or _NONE
+    intake.append((name, ctx.user_id, ctx.anonymous_id, _time(), properties, source, aliases))
     dispatcher = runtime.dispatcher
     if not dispatcher.started:
         dispatcher.start()

@@ -54,12 +54,17 @@ _MAX_PATH, _MAX_UA, _MAX_REFERRER, _MAX_PARAM, _MAX_QUERY_PARTS = 2048, 512, 102
 _perf = time.perf_counter
 _random = random.random
 
-#: What the request thread saw: method, path (bounded), query string, the headers ``start`` read
-#: (lower-case names), client address.
-Seen = tuple[str, str, str, Mapping[str, str], "str | None"]
-#: What the dispatcher thread builds a request's properties from (``Capture.properties``): ``Seen``,
-#: route template, status, duration in seconds, error type, disconnected.
-Finished = tuple[Seen, "str | None", int, float, "str | None", bool]
+#: What the request thread saw: method, path (bounded), query string, ``User-Agent``, ``Referer``,
+#: then, only with ``capture_headers`` or ``capture_ip``, the headers ``start`` read (lower-case names)
+#: and the client address (else ``None``, ``None``). Only what the event may need: everything handed
+#: to the dispatcher thread is touched, and freed, by another core.
+Seen = tuple[str, str, str, "str | None", "str | None", "Mapping[str, str] | None", "str | None"]
+#: What the dispatcher thread builds a request's properties from (``Capture.properties``): ``Seen``'s
+#: seven fields, then route template, status, duration in seconds, error type, disconnected.
+Finished = tuple[
+    str, str, str, "str | None", "str | None", "Mapping[str, str] | None", "str | None",
+    "str | None", int, float, "str | None", bool,
+]  # fmt: skip
 
 
 class RequestState(RequestContext):
@@ -76,6 +81,7 @@ class RequestState(RequestContext):
     """
 
     __slots__ = (
+        "_facts",
         "_route",
         "disconnected",
         "done",
@@ -92,7 +98,6 @@ class RequestState(RequestContext):
         self,
         anonymous_id: str | None,
         user_id: str | None,
-        facts: dict[str, Any],
         seen: Seen,
         request: Any,
         set_cookie: str | None,
@@ -102,7 +107,7 @@ class RequestState(RequestContext):
         # per request, on the path every request takes.
         self.anonymous_id = anonymous_id
         self.user_id = user_id
-        self.facts = facts
+        self._facts: dict[str, Any] | None = None  # see ``facts``
         self.tracked = True
         self.identified = False
         self.aliases = {}
@@ -130,6 +135,22 @@ class RequestState(RequestContext):
     def method(self) -> str:
         return self.seen[0]
 
+    @property  # RequestContext has a plain attribute; here it is computed
+    def facts(self) -> dict[str, Any]:
+        """``method``, ``path`` and, once known, ``route``: built when ``track()`` first asks for them
+        (most requests never do), and again after the route changed."""
+        facts = self._facts
+        if facts is None:
+            facts = {"method": self.seen[0], "path": self.seen[1]}
+            if self._route:
+                facts["route"] = self._route
+            self._facts = facts
+        return facts
+
+    @facts.setter
+    def facts(self, facts: dict[str, Any]) -> None:
+        self._facts = facts
+
     @property
     def route(self) -> str | None:
         return self._route
@@ -138,8 +159,9 @@ class RequestState(RequestContext):
     def route(self, template: str | None) -> None:
         self._route = template
         if template:
-            # A new dict, never a mutation: events already queued share the old one with the dispatcher.
-            self.facts = {**self.facts, "route": template}
+            # A new dict at the next ``facts``, never a mutation: events already queued share the old
+            # one with the dispatcher.
+            self._facts = None
 
 
 class Capture:
@@ -203,6 +225,8 @@ class Capture:
             (name.lower(), "header_" + name.lower().replace("-", "_")) for name in options.capture_headers
         )
         self._rare = bool(self._extra_headers or self._ip)
+        #: Bound once: a bound method made per request would be one more object for the dispatcher.
+        self._properties = self.properties
         # The one header scan looks for these names only.
         wanted = ["cookie", "user-agent", "referer", "sec-gpc", *(name for name, _ in self._extra_headers)]
         if self._dnt:
@@ -333,8 +357,15 @@ class Capture:
             state = RequestState(
                 anonymous_id,
                 None if user_id is None else str(user_id),
-                {"method": method, "path": path},
-                (method, path, query_string, headers, client),
+                (
+                    method,
+                    path,
+                    query_string,
+                    headers.get("user-agent"),
+                    headers.get("referer"),
+                    headers if self._rare else None,
+                    client if self._rare else None,
+                ),
                 request,
                 set_cookie,
                 started,
@@ -387,27 +418,27 @@ class Capture:
             ended = _perf() if state.ended is None else state.ended
             # A snapshot, not the state: the app may still change the state (a disconnect seen after
             # the response, a background task) while the dispatcher reads it.
-            finished = (state.seen, route, status, ended - state.started, error_type, disconnected)
-            record_request_event(state, self._event_name, self.properties, finished)
+            finished = (*state.seen, route, status, ended - state.started, error_type, disconnected)
+            record_request_event(state, self._event_name, self._properties, finished)
         except Exception as exc:
             _failed("finish", exc)
 
     def properties(self, finished: Finished) -> dict[str, Any]:
         """The event's properties of a finished request (see ``Finished``); runs on the dispatcher
         thread, or on the request thread when the event is checked there (``record_request_event``)."""
-        seen, route, status, duration, error_type, disconnected = finished
-        method, path, query_string, headers, client = seen
+        (method, path, query_string, user_agent, referrer, headers, client) = finished[:7]
+        route, status, duration, error_type, disconnected = finished[7:]
         props: dict[str, Any] = {"method": method, "path": path}
-        if (user_agent := headers.get("user-agent")) is not None:
+        if user_agent is not None:
             props["user_agent"] = user_agent[:_MAX_UA]
-        if referrer := headers.get("referer"):
+        if referrer:
             # Only scheme, host and path: a referrer's query string may carry another site's secrets.
             if "?" in referrer or "#" in referrer:
                 referrer = referrer.partition("?")[0].partition("#")[0]
             props["referrer"] = referrer[:_MAX_REFERRER]
         if query_string and ("utm_" in query_string or self._query_keys):
             self._query_props(query_string, props)
-        if self._rare:
+        if headers is not None:
             self._rare_props(headers, client, props)
         props["route"] = route or path
         props["status_code"] = status
