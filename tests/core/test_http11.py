@@ -151,43 +151,34 @@ def test_concurrent_requests_each_get_a_connection_and_all_are_kept():
 
 
 @pytest.mark.parametrize(
-    "answer",
+    ("answer", "closes"),
     [
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-        b'4;ext=1\r\n{"ok\r\n7\r\n":true}\r\n0\r\nX-Trailer: 1\r\n\r\n',
-        b'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"ok":true}',
-        b'HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{"ok":true}',
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'4;ext=1\r\n{"ok\r\n7\r\n":true}\r\n0\r\nX-Trailer: 1\r\n\r\n',
+            False,
+        ),
+        (b'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"ok":true}', False),
+        (b'HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{"ok":true}', False),
+        (b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"ok":true}', True),  # the body ends at the close
+        (b'HTTP/1.0 200 OK\r\nContent-Length: 11\r\n\r\n{"ok":true}', True),  # 1.0 closes unless it says not
     ],
-    ids=["chunked with an extension and a trailer", "after an interim 100", "lower-case header"],
+    ids=[
+        "chunked with an extension and a trailer",
+        "after an interim 100",
+        "lower-case header",
+        "until close",
+        "HTTP/1.0",
+    ],
 )
-def test_answers_framed_any_valid_way_are_read_and_the_connection_reused(answer):
+def test_answers_framed_any_valid_way_are_read_and_the_connection_reused_unless_it_closes(answer, closes):
     async def main() -> None:
-        async with serving((answer, False)) as server, Http11Client(timeout=5) as client:
+        async with serving((answer, closes)) as server, Http11Client(timeout=5) as client:
             first = await post(client, server.url + "/")
             second = await post(client, server.url + "/")
         assert first.json() == {"ok": True}
         assert second.status_code == 200
-        assert server.connections == 1
-
-    run(main())
-
-
-@pytest.mark.parametrize(
-    "answer",
-    [
-        b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"ok":true}',  # the body ends at the close
-        b'HTTP/1.0 200 OK\r\nContent-Length: 11\r\n\r\n{"ok":true}',  # 1.0 closes unless it says not
-    ],
-    ids=["until close", "HTTP/1.0"],
-)
-def test_an_answer_that_closes_is_read_and_the_next_request_opens_a_new_connection(answer):
-    async def main() -> None:
-        async with serving((answer, True)) as server, Http11Client(timeout=5) as client:
-            first = await post(client, server.url + "/")
-            second = await post(client, server.url + "/")
-        assert first.json() == {"ok": True}
-        assert second.status_code == 200
-        assert server.connections == 2
+        assert server.connections == (2 if closes else 1)
 
     run(main())
 
