@@ -147,8 +147,8 @@ class _Body:
         finally:
             # Closed before the end without an error: the server stopped sending (client gone).
             # HEAD responses may legitimately be closed unread.
-            cut_short = self._started and not self._ended and state.method != "HEAD"
-            self._capture.finish(state, error=error, disconnected=cut_short and error is None)
+            cut_short = self._started and not self._ended and error is None and state.seen[0] != "HEAD"
+            self._capture.finish(state, None, error, cut_short)  # positional: cheaper than keywords
 
 
 class _SizedBody(_Body):
