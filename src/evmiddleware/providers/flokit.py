@@ -30,7 +30,7 @@ from .base import (
 )
 
 DEFAULT_URL = "https://api.flokit.ai"
-LIMITS = Limits(max_events=1000, max_bytes=5_000_000, rate=((100, 60.0),), max_in_flight=4)
+LIMITS = Limits(max_events=1000, max_bytes=5_000_000, rate=((100, 60.0),), max_in_flight=2)
 
 
 class FloKit(HttpProvider):
