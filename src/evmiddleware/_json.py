@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["dumps", "stdlib_dumps"]
+__all__ = ["dumps", "dumps_items", "stdlib_dumps"]
 
 # json.dumps() with any non-default option builds a new JSONEncoder per call: a third of its cost.
 _stdlib_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
@@ -23,10 +23,15 @@ def stdlib_dumps(value: Any) -> bytes:
     return _stdlib_encode(value).encode()
 
 
+def _stdlib_items(values: list[Any]) -> bytes:
+    return stdlib_dumps(values)[1:-1]
+
+
 try:
     import orjson
 except ImportError:  # not a CPython wheel platform: the stdlib does it all
     dumps = stdlib_dumps
+    dumps_items = _stdlib_items
 else:
     _orjson_dumps = orjson.dumps
     _OrjsonError = orjson.JSONEncodeError
@@ -39,3 +44,11 @@ else:
             return memoryview(_orjson_dumps(value)).tobytes()
         except _OrjsonError:
             return stdlib_dumps(value)
+
+    def dumps_items(values: list[Any]) -> bytes:
+        """The items of ``values`` as JSON joined by commas: the list without its brackets."""
+        try:
+            # One copy, right-sized: a batch's worth of events is hundreds of KiB.
+            return memoryview(_orjson_dumps(values))[1:-1].tobytes()
+        except _OrjsonError:
+            return _stdlib_items(values)

@@ -10,10 +10,11 @@ import logging
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 
+from ._json import dumps_items
 from ._log import limited, logger, redact
 from .buffer import ProviderQueue
 from .events import Event, new_event_id
-from .providers.base import Batch, Encoded, Provider, SkipEvent, dumps
+from .providers.base import Batch, Encoded, Provider, SkipEvent
 from .ratelimit import SlidingWindowLimiter
 from .signals import batch_failed, batch_sent, event_dropped
 from .spool import Spool
@@ -158,7 +159,7 @@ class Lane:
         if not items:
             return
         try:
-            inner = dumps(wires)[1:-1]  # the list's brackets off: a comma-joined run of events
+            inner = dumps_items(wires)  # a comma-joined run of events
         except Exception:  # the one-by-one path finds the event that cannot be written
             inner = b""
         group = self._groups.get(None)

@@ -50,6 +50,17 @@ def test_what_orjson_refuses_goes_through_the_stdlib() -> None:
         _json.dumps({"s": "\ud800"})
 
 
+@given(st.lists(json_values, min_size=1, max_size=5))
+def test_dumps_items_is_each_item_s_json_joined_by_commas(values: list[Any]) -> None:
+    try:
+        expected = b",".join(_json.dumps(value) for value in values)
+    except ValueError:  # lone surrogates: refused as a whole too
+        with pytest.raises(ValueError):
+            _json.dumps_items(values)
+        return
+    assert _json.dumps_items(values) == expected
+
+
 def test_stdlib_dumps_refuses_nan() -> None:
     with pytest.raises(ValueError):
         _json.stdlib_dumps({"x": float("nan")})
@@ -103,8 +114,9 @@ def test_without_orjson_the_stdlib_writes_the_same_bytes() -> None:
         "from evmiddleware import _json\n"
         "assert _json.dumps is _json.stdlib_dumps\n"
         "value = {'name': 'caf\\u00e9', 'n': [1, True, None], 'big': 10**30}\n"
-        "sys.stdout.buffer.write(_json.dumps(value))\n"
+        "sys.stdout.buffer.write(_json.dumps(value) + b'|' + _json.dumps_items([value, value]))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr.decode()
-    assert done.stdout == _json.dumps({"name": "café", "n": [1, True, None], "big": 10**30})
+    value = {"name": "café", "n": [1, True, None], "big": 10**30}
+    assert done.stdout == _json.dumps(value) + b"|" + _json.dumps_items([value, value])
