@@ -27,10 +27,11 @@ from evmiddleware import cli, signals
 from evmiddleware.config import load_settings
 from evmiddleware.errors import ConfigurationError
 from evmiddleware.events import make_event
-from evmiddleware.providers.base import Batch, Encoded
+from evmiddleware.providers.base import Encoded
 from tests.faults import harness
 from tests.faults.harness import PROVIDERS, SandboxProcess
 from tests.httpserver import Answer, RecordingServer
+from tests.providers._helpers import batch_of
 
 KEY_SETTINGS = {
     "userflux": "EVMIDDLEWARE_USERFLUX_API_KEY",
@@ -132,7 +133,7 @@ def test_reprs_and_strs_of_settings_providers_events_batches_and_requests_never_
         event = make_event(
             "repr_probe", {}, user_id="u", anonymous_id=None, max_depth=10, max_bytes=1000, on_drop=print
         )
-        batch = Batch.of([Encoded(event, provider.encode(event))], provider.group_key(event), "batch-key")
+        batch = batch_of([Encoded(event, provider.encode(event))], provider.group_key(event), "batch-key")
         request = provider.build_request(batch)  # type: ignore[attr-defined]
         texts += [repr(provider), str(provider), provider.describe(), repr(event), repr(batch)]
         texts += [repr(request), str(request)]

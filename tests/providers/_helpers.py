@@ -34,9 +34,14 @@ def event(
     )
 
 
+def batch_of(items: list[Encoded], group: str | None, key: str) -> Batch:
+    """A batch of events encoded one by one, as the lane builds it."""
+    return Batch(items, group, key, b",".join(item.data for item in items))
+
+
 def batch(provider: HttpProvider, *events: Event, key: str = "batch-key-1") -> Batch:
     items = [Encoded(e, provider.encode(e)) for e in events]
-    return Batch.of(items, provider.group_key(events[0]), key)
+    return batch_of(items, provider.group_key(events[0]), key)
 
 
 def body(provider: HttpProvider, *events: Event) -> Any:

@@ -143,11 +143,6 @@ class Batch:
     key: str
     data: bytes = dataclasses.field(repr=False)
 
-    @classmethod
-    def of(cls, items: Sequence[Encoded], group: str | None, key: str) -> Batch:
-        """A batch of events encoded one by one."""
-        return cls(items, group, key, b",".join(item.data for item in items))
-
 
 @dataclasses.dataclass(frozen=True)
 class SendResult:
