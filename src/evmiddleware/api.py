@@ -13,9 +13,9 @@ from typing import Any, TypeVar, cast, overload
 
 from . import runtime as _rt
 from ._log import limited
-from .context import RequestContext, _current, _looked_up
+from .context import RequestContext, _current, _looked_up, _lookups
 from .errors import ConfigurationError, EventError
-from .events import Event, make_event
+from .events import Event, build_event
 from .signals import event_tracked
 
 __all__ = ["configure", "flush", "identify", "shutdown", "stats", "track", "tracked"]
@@ -50,7 +50,7 @@ def _emit(
     aliases: Mapping[str, str] | None = None,
 ) -> str | None:
     try:
-        runtime = _rt.current()
+        runtime = _rt._runtime or _rt.current()  # the module global first: no call per event
     except ConfigurationError as exc:
         # Only reachable without configure() or a middleware, which raise at start-up instead.
         limited.log(
@@ -60,7 +60,9 @@ def _emit(
     if runtime.disabled:
         return None
     try:
-        ctx = (_current.get() or _looked_up()) if request else None
+        ctx = _current.get() if request else None
+        if ctx is None and request and _lookups:  # integrations' own lookups (Django's request)
+            ctx = _looked_up()
         context: Mapping[str, Any] = _NONE
         if aliases is None:
             aliases = _NONE
@@ -76,18 +78,19 @@ def _emit(
                 "no_identity", f"event {name!r} has no user_id or anonymous_id (outside a request, pass one)"
             )
         settings = runtime.settings
-        event = make_event(
+        # Positional: matching eleven keywords cost 5 % of the call.
+        event = build_event(
             name,
             properties,
-            user_id=user_id,
-            anonymous_id=anonymous_id,
-            timestamp=timestamp,
-            context=context,
-            kind=kind,
-            aliases=aliases,
-            max_depth=settings.max_depth,
-            max_bytes=settings.max_event_bytes,
-            on_drop=_rt.warn_dropped_property,
+            user_id,
+            anonymous_id,
+            timestamp,
+            context,
+            kind,
+            aliases,
+            settings.max_depth,
+            settings.max_event_bytes,
+            _rt.warn_dropped_property,
         )
         if event_tracked.receivers:
             vetted = _run_event_tracked(event)

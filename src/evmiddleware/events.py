@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 from .errors import EventError
 from .normalize import DropCallback, JSONValue, normalize_properties
 
-__all__ = ["Event", "make_event", "new_event_id", "request_event"]
+__all__ = ["Event", "build_event", "make_event", "new_event_id", "request_event"]
 
 MAX_NAME_LENGTH = 255
 MAX_ID_LENGTH = 255
@@ -163,6 +163,26 @@ def make_event(
     on_drop: DropCallback,
 ) -> Event:
     """Validate and normalise everything once; raises :class:`EventError` for a refused event."""
+    args = (name, properties, user_id, anonymous_id, timestamp, context, kind, aliases)
+    return build_event(*args, max_depth, max_bytes, on_drop)
+
+
+def build_event(
+    name: object,
+    properties: Mapping[str, Any] | None,
+    user_id: object,
+    anonymous_id: object,
+    timestamp: object,
+    context: Mapping[str, JSONValue],
+    kind: str,
+    aliases: Mapping[str, str],
+    max_depth: int,
+    max_bytes: int,
+    on_drop: DropCallback,
+    /,
+) -> Event:
+    """:func:`make_event` with positional arguments, as ``track()`` calls it: matching eleven keyword
+    arguments cost 5 % of a ``track()`` call's instructions."""
     # Runs on the caller's thread for every event, where each Python call costs 0.1-0.5 µs: the
     # common case (clean str ids, no timestamp) is checked inline, the helpers run for the rest.
     if user_id is not None and not (
@@ -175,16 +195,20 @@ def make_event(
         and anonymous_id[0] > " " < anonymous_id[-1]
     ):
         anonymous_id = clean_id(anonymous_id, "anonymous_id")
+    # The name's cached clean form and the id (``new_event_id``) inline: two Python calls less.
+    clean_name = _known_names.get(name) if type(name) is str else None
+    if clean_name is None:
+        clean_name = _clean_name(name)
     # tuple.__new__ skips the generated ``Event.__new__`` (keyword handling): half the cost.
     return _new_tuple(
         Event,
         (
-            new_event_id(),
-            _clean_name(name),
+            f"{_prefix}{next(_counter):012x}",
+            clean_name,
             user_id,
             anonymous_id,
             _now(_UTC) if timestamp is None else _clean_timestamp(timestamp),
-            normalize_properties(properties, max_depth=max_depth, max_bytes=max_bytes, on_drop=on_drop),
+            normalize_properties(properties, max_depth, max_bytes, on_drop),
             context,
             kind,
             aliases,

@@ -30,7 +30,6 @@ DropCallback = Callable[[str, str], None]
 
 def normalize_properties(
     properties: Mapping[str, Any] | None,
-    *,
     max_depth: int,
     max_bytes: int,
     on_drop: DropCallback,

@@ -91,7 +91,7 @@ class Runtime:
             return
         nudge = self._queue(event)
         dispatcher = self.dispatcher
-        if not dispatcher.started:
+        if dispatcher._thread is None:  # ``not dispatcher.started``, without the property's call
             dispatcher.start()
         elif nudge:
             dispatcher.nudge()
@@ -99,8 +99,16 @@ class Runtime:
     def _queue(self, event: Event) -> bool:
         """Offer ``event`` to every provider's queue; True when one now holds a batch's worth."""
         nudge = False
+        nudge_at = self._nudge_at
         for queue in self.queues:
-            if queue.offer(event) == self._nudge_at:
+            # ProviderQueue.offer's room test and append, inlined: this runs for every event.
+            items = queue.items
+            if len(items) + queue.held < queue.cap:
+                items.append(event)
+                length = len(items)
+            else:
+                length = queue._overflow(event)
+            if length == nudge_at:
                 nudge = True
         return nudge
 
