@@ -227,7 +227,6 @@ def request_event(
     anonymous_id: str | None,
     at: float,
     aliases: Mapping[str, str],
-    *,
     max_depth: int,
     max_bytes: int,
     on_drop: DropCallback,
@@ -249,7 +248,8 @@ def request_event(
         # make_event's test of a clean id: anything else (padded, too long, not a str) goes through it
         or (type(user_id) is str and 0 < len(user_id) <= MAX_ID_LENGTH and user_id[0] > " " < user_id[-1])
     ):
-        event = (new_event_id(), name, user_id, anonymous_id, timestamp, properties, _EMPTY, "track", aliases)
+        event_id = f"{_prefix}{next(_counter):012x}"  # new_event_id(), inline
+        event = (event_id, name, user_id, anonymous_id, timestamp, properties, _EMPTY, "track", aliases)
         return _new_tuple(Event, event)
     return make_event(
         name,

@@ -116,7 +116,7 @@ class Runtime:
         """Dispatcher thread: build the events of the queued request records, queue each for every
         provider. Refused ones are counted like any refused event."""
         intake = self.intake
-        settings = self.settings
+        max_depth, max_bytes = self.settings.max_depth, self.settings.max_event_bytes
         nudge = False
         for _ in range(len(intake)):
             try:
@@ -131,9 +131,9 @@ class Runtime:
                     anonymous_id,
                     at,
                     aliases,
-                    max_depth=settings.max_depth,
-                    max_bytes=settings.max_event_bytes,
-                    on_drop=warn_dropped_property,
+                    max_depth,
+                    max_bytes,
+                    warn_dropped_property,
                 )
             except EventError as exc:
                 self.drop(None, exc.reason, str(exc))
