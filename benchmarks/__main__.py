@@ -6,7 +6,7 @@ import importlib
 import sys
 
 #: Benchmark modules in this package; each has ``main(argv) -> int`` and a module docstring.
-BENCHMARKS = ("pipeline", "middleware", "faults")
+BENCHMARKS = ("pipeline", "middleware", "faults", "instructions")
 
 
 def main(argv: list[str]) -> int:

@@ -283,7 +283,7 @@ def record_request_event(
     aliases = ctx.aliases or _NONE
     intake.append((name, ctx.user_id, ctx.anonymous_id, _time(), properties, source, aliases))
     dispatcher = runtime.dispatcher
-    if not dispatcher.started:
+    if dispatcher._thread is None:  # ``not dispatcher.started``, without the property's call
         dispatcher.start()
     elif len(intake) == runtime._nudge_at:  # a batch's worth waits: wake the dispatcher now
         dispatcher.nudge()
