@@ -84,7 +84,8 @@ def new_event_id() -> str:
 
     Event ids need uniqueness, not unpredictability: the random prefix (drawn again in every forked
     child) keeps processes apart, the counter keeps this process's ids apart. Costs 0.4 µs where
-    formatting 128 random bits per id costs 0.9 µs.
+    formatting 128 random bits per id costs 0.9 µs. ``build_event`` and ``request_event`` repeat
+    this expression inline (one Python call less per event): change all three together.
     """
     return f"{_prefix}{next(_counter):012x}"
 
