@@ -248,10 +248,11 @@ def record_request_event(
     """The capture layer's automatic event: ids from ``ctx``, properties ``properties(source)``.
 
     ``properties(source)`` runs on the dispatcher thread, where the event is built; it must return a
-    new dict of str, int, float and bool values. ``name`` must be a name the capture layer validated
-    at start-up. Never raises (except in strict mode)::
+    new dict of str, int, float and bool values, and ``source`` must not change meanwhile (the capture
+    layer passes a tuple of what the request saw, not the request's state). ``name`` must be a name
+    the capture layer validated at start-up. Never raises (except in strict mode)::
 
-        record_request_event(state, "http_request", capture.properties, state)
+        record_request_event(state, "http_request", capture.properties, snapshot)
     """
     runtime = _rt._runtime  # what peek() returns, without its call
     if (

@@ -131,10 +131,6 @@ class RequestState(RequestContext):
         """The request's context: the state itself (kept for adapters written against the old split)."""
         return self
 
-    @property
-    def method(self) -> str:
-        return self.seen[0]
-
     @property  # RequestContext has a plain attribute; here it is computed
     def facts(self) -> dict[str, Any]:
         """``method``, ``path`` and, once known, ``route``: built when ``track()`` first asks for them
