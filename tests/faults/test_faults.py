@@ -96,8 +96,14 @@ def test_429_bursts_no_request_leaves_before_the_retry_after_it_was_given(sandbo
 
 
 def test_429_with_requests_in_flight_only_those_already_sent_arrive_within_the_retry_after(sandbox):
-    """With the providers' own concurrency, requests already on the wire when the 429 left may still
-    arrive after it; they are at most ``max_in_flight - 1`` per 429 and arrive at once."""
+    """With the providers' own concurrency, requests sent before the client read the 429 may still
+    arrive after it, at once, and then nothing until the ``Retry-After`` has run.
+
+    How many: when the 429'd request reaches the server, at most ``max_in_flight - 1`` others are in
+    flight (the 429'd batch keeps its slot through the pause). Until the client reads the answer, each
+    of those that completes frees a slot the lane may fill once more, so at most ``2 * (max_in_flight
+    - 1)`` arrive inside the window. CI once saw four for Klaviyo (4 in flight), 4 to 32 ms after the
+    429: a slot refilled while the loop had not yet read the answer."""
     rows = run(sandbox, "retry_after")
     assert problems_if_not_all_delivered_once(rows) == []
     in_flight = {"userflux": 4, "flokit": 2, "flameup": 4, "flywheel": 8, "klaviyo": 4}
@@ -107,7 +113,7 @@ def test_429_with_requests_in_flight_only_those_already_sent_arrive_within_the_r
             if record["fault"] != "retry_after":
                 continue
             inside = [r["time"] - record["time"] for r in log[index + 1 :] if r["time"] < record["time"] + 1]
-            assert len(inside) < in_flight[provider], (provider, inside)
+            assert len(inside) <= 2 * (in_flight[provider] - 1), (provider, inside)
             assert all(delay < 0.5 for delay in inside), (provider, inside)
 
 
