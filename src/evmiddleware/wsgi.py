@@ -5,10 +5,12 @@
 
 It wraps ``start_response`` (to read the status and add the one ``Set-Cookie`` header) and the
 response iterable, so a streamed body is timed to its end and an error raised while it is being
-iterated is recorded. The request context is entered around the app call and around each step of the
-iteration (a generator body runs then). The wrapper keeps what servers look at: ``close()`` is always
-forwarded; a list or tuple keeps its ``len()`` (servers derive ``Content-Length`` from it); a
-``wsgi.file_wrapper`` object is returned as itself, only its ``close`` hooked, so ``sendfile`` stays.
+iterated is recorded. The app call, each step of the iteration (a generator body runs then) and
+``close()`` run in a copy of the server's context where the request is current, so context variables
+the app sets stay in the request, whichever thread serves the body. The wrapper keeps what servers
+look at: ``close()`` is always forwarded; a list or tuple keeps its ``len()`` (servers derive
+``Content-Length`` from it); a ``wsgi.file_wrapper`` object is returned as itself, only its ``close``
+hooked, so ``sendfile`` stays.
 
 WSGI exposes no route: the route is ``route_resolver(environ)`` after the app ran, else the raw path.
 """
@@ -16,6 +18,7 @@ WSGI exposes no route: the route is ``route_resolver(environ)`` after the app ra
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from contextvars import copy_context
 from types import TracebackType
 from typing import Any, Optional
 
@@ -23,8 +26,8 @@ from .capture import Capture, CaptureOptions, RequestState
 from .context import _current
 from .lifecycle import install_signal_handler
 
-# The ContextVar's own methods: context.enter/leave would add two Python calls per use.
-_enter, _leave = _current.set, _current.reset
+# The ContextVar's own method: context.enter would add a Python call.
+_enter = _current.set
 
 __all__ = ["STATE_KEY", "EventMiddleware"]
 
@@ -59,29 +62,18 @@ class EventMiddleware:
         state = environ[STATE_KEY] = capture.start_environ(environ)
         if state is None:
             return self.app(environ, start_response)
-        cookie = state.set_cookie
-
-        def start_tracked(
-            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
-        ) -> Callable[[bytes], object]:
-            try:
-                state.status = int(status[:3])
-            except (TypeError, ValueError):  # the server will refuse it; not ours to judge
-                state.status = None
-            if cookie is not None:  # called again (with exc_info), the headers are replaced: add it again
-                headers = [*headers, ("Set-Cookie", cookie)]
-            if exc_info is None:
-                return start_response(status, headers)
-            return start_response(status, headers, exc_info)
-
-        token = _enter(state)
+        # The request runs in a copy of the server's context where the state is current. Entering that
+        # copy (the app call, each step of the body, its close) swaps a pointer, where ContextVar.set
+        # and reset build a new mapping each time (eight per request, for the garbage collector to
+        # chase), and the server's own context never holds the request, whoever calls close().
+        run = copy_context().run
+        run(_enter, state)
+        body = _Body(state, capture, start_response, run)
         try:
-            result = self.app(environ, start_tracked)
+            result = run(self.app, environ, body.start_response)
         except BaseException as exc:
             capture.finish(state, error=exc)
             raise
-        finally:
-            _leave(token)
         file_wrapper = environ.get("wsgi.file_wrapper")
         if (
             file_wrapper is not None
@@ -90,22 +82,49 @@ class EventMiddleware:
         ):
             return result
         if type(result) is list or type(result) is tuple:
-            return _SizedBody(result, state, capture)
-        return _Body(result, state, capture)
+            return _SizedBody(state, capture, start_response, run, result)
+        body.result = result
+        return body
 
 
 class _Body:
-    """The app's response iterable, with the request context around each step and the event on close."""
+    """The app's ``start_response`` and response iterable, with the request's context around each step
+    of the body and the event on close."""
 
-    __slots__ = ("_capture", "_ended", "_error", "_result", "_started", "_state")
+    __slots__ = ("_capture", "_ended", "_error", "_run", "_start_response", "_started", "_state", "result")
 
-    def __init__(self, result: Iterable[bytes], state: RequestState, capture: Capture) -> None:
-        self._result = result
+    def __init__(
+        self,
+        state: RequestState,
+        capture: Capture,
+        start_response: StartResponse,
+        run: Callable[..., Any],
+        result: Iterable[bytes] = (),
+    ) -> None:
         self._state = state
         self._capture = capture
+        self._start_response = start_response
+        self._run = run
+        self.result = result
         self._started = False
         self._ended = False
         self._error: BaseException | None = None
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        """What the app gets as ``start_response``: reads the status, adds the cookie."""
+        state = self._state
+        try:
+            state.status = int(status[:3])
+        except (TypeError, ValueError):  # the server will refuse it; not ours to judge
+            state.status = None
+        cookie = state.set_cookie
+        if cookie is not None:  # called again (with exc_info), the headers are replaced: add it again
+            headers = [*headers, ("Set-Cookie", cookie)]
+        if exc_info is None:
+            return self._start_response(status, headers)
+        return self._start_response(status, headers, exc_info)
 
     def __iter__(self) -> Iterator[bytes]:
         self._started = True
@@ -114,17 +133,14 @@ class _Body:
     def _chunks(self) -> Iterator[bytes]:
         # A generator rather than ``__next__``: resuming it costs less than a method call, and the end
         # arrives as ``next``'s default, not as a StopIteration raised through two Python frames.
-        state = self._state
-        iterator = iter(self._result)
+        run = self._run
+        iterator = run(iter, self.result)  # a class's __iter__ may run the app's code too
         while True:
-            token = _enter(state)
             try:
-                chunk = next(iterator, _END)
+                chunk = run(next, iterator, _END)
             except BaseException as exc:
                 self._error = exc
                 raise
-            finally:
-                _leave(token)
             if chunk is _END:
                 self._ended = True
                 return
@@ -134,13 +150,9 @@ class _Body:
         state = self._state
         error = self._error
         try:
-            close = getattr(self._result, "close", None)
+            close = getattr(self.result, "close", None)
             if close is not None:
-                token = _enter(state)
-                try:
-                    close()
-                finally:
-                    _leave(token)
+                self._run(close)
         except BaseException as exc:
             error = error or exc
             raise
@@ -157,10 +169,10 @@ class _SizedBody(_Body):
     __slots__ = ()
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._result)
+        return iter(self.result)
 
     def __len__(self) -> int:
-        return len(self._result)  # type: ignore[arg-type]  # only built for lists and tuples
+        return len(self.result)  # type: ignore[arg-type]  # only built for lists and tuples
 
 
 def _finish_on_close(result: Any, state: RequestState, capture: Capture) -> bool:

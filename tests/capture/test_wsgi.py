@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import io
+import threading
 import wsgiref.handlers
 import wsgiref.util
 
@@ -327,6 +329,50 @@ def test_between_chunks_the_server_sees_no_request_context(tracked):
     result.close()
     assert seen == [True, False, True, False]
     assert request_events(tracked)[0].properties.get("disconnected") is None
+
+
+def test_a_body_iterated_and_closed_on_another_thread_still_runs_inside_the_request(tracked):
+    """Some servers hand the response to another thread: the body's code still sees the request, the
+    event is recorded on close, and neither thread's own context is left holding the request."""
+    seen = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        try:
+            yield b"a"
+            seen.append(evmiddleware.current_request().anonymous_id)
+        finally:
+            evmiddleware.track("stream_closed")  # runs in close(), from the generator's finally
+
+    result = EventMiddleware(app)(EnvironBuilder().get_environ(), lambda *a: None)
+    assert evmiddleware.current_request() is None
+
+    def serve():
+        seen.append(b"".join(result))
+        seen.append(evmiddleware.current_request())
+        result.close()
+
+    worker = threading.Thread(target=serve)
+    worker.start()
+    worker.join(5)
+    anonymous_id = seen[0]
+    assert seen == [anonymous_id, b"a", None]
+    assert evmiddleware.current_request() is None
+    (event,) = request_events(tracked)
+    (closed,) = [e for e in tracked if e.name == "stream_closed"]
+    assert event.anonymous_id == closed.anonymous_id == anonymous_id
+
+
+def test_context_variables_the_app_sets_stay_inside_the_request(tracked):
+    leaked: contextvars.ContextVar[str] = contextvars.ContextVar("leaked", default="server")
+
+    def app(environ, start_response):
+        leaked.set("app")
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    call(EventMiddleware(app))
+    assert leaked.get() == "server"
 
 
 def test_a_list_body_is_timed_until_close(tracked, clock):
