@@ -321,6 +321,9 @@ class Dispatcher:
                 lane.requests += 1
                 lane.in_flight += 1
                 task = asyncio.create_task(self._deliver(lane, batch, slot))
+                # This loop idles holding its locals: the batch (up to 5 MB, and every event's objects
+                # for the garbage collector's full passes to walk) must not wait here for the next one.
+                del batch
                 self._deliveries.add(task)
                 task.add_done_callback(self._deliveries.discard)
                 # Let the request leave now, before the next pull's encoding: the provider reads

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
+import time
 from typing import Any, ClassVar
 
 import httpx
 import pytest
 
+import evmiddleware
 from evmiddleware.buffer import ProviderQueue
 from evmiddleware.events import Event, make_event
 from evmiddleware.lane import Lane
@@ -180,3 +183,18 @@ def test_every_batch_has_its_own_idempotency_key():
     lane.pull(0)
     second = lane.take_batch(lane.ready(0, True), 0)  # type: ignore[arg-type]
     assert first.key != second.key
+
+
+def test_a_delivered_batch_is_freed_not_held_by_the_idle_dispatcher():
+    """Between batches the lane loop waits holding its locals: a sent batch (up to 5 MB) must not."""
+    evmiddleware.configure(providers=[Fixed(Limits(max_events=1000, max_bytes=10**6))])
+    for _ in range(10):
+        evmiddleware.track("e", anonymous_id="a")
+    assert evmiddleware.flush(5)
+    alive = ["not looked yet"]
+    deadline = time.monotonic() + 5  # the delivery's task ends on the dispatcher thread just after flush
+    while alive and time.monotonic() < deadline:
+        gc.collect()
+        alive = [o for o in gc.get_objects() if type(o) is Batch]
+        time.sleep(0.01)
+    assert alive == []
