@@ -175,7 +175,12 @@ def test_stops_promptly_with_idle_keep_alive_connection():
 def test_serve_prints_env_and_stops_on_ctrl_c():
     src = Path(__file__).resolve().parents[2] / "src"
     env = {**os.environ, "PYTHONPATH": str(src)}
-    code = "from evmiddleware.sandbox import serve; serve(0)"
+    # A test run started in the background (``&``, nohup) hands SIGINT down ignored, and Python then
+    # installs no KeyboardInterrupt handler: give the child the handler a terminal's Ctrl-C meets.
+    code = (
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "from evmiddleware.sandbox import serve; serve(0)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
     try:
         lines = []
