@@ -134,7 +134,11 @@ class _Body:
         # A generator rather than ``__next__``: resuming it costs less than a method call, and the end
         # arrives as ``next``'s default, not as a StopIteration raised through two Python frames.
         run = self._run
-        iterator = run(iter, self.result)  # a class's __iter__ may run the app's code too
+        try:
+            iterator = run(iter, self.result)  # a class's __iter__ may run the app's code too
+        except BaseException as exc:
+            self._error = exc
+            raise
         while True:
             try:
                 chunk = run(next, iterator, _END)

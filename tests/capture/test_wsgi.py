@@ -162,6 +162,22 @@ def test_an_exception_while_iterating_is_recorded_and_propagates(tracked):
     assert (event.properties["status_code"], event.properties["error_type"]) == (500, "OSError")
 
 
+def test_an_exception_from_the_bodys_own_iter_is_recorded_as_the_error(tracked):
+    class Body:
+        def __iter__(self):
+            raise OSError("no body")
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return Body()
+
+    with pytest.raises(OSError, match="no body"):
+        call(EventMiddleware(app))
+    (event,) = request_events(tracked)
+    assert (event.properties["status_code"], event.properties["error_type"]) == (500, "OSError")
+    assert "disconnected" not in event.properties
+
+
 def test_closed_before_the_end_is_a_disconnect(tracked):
     def app(environ, start_response):
         start_response("200 OK", [])
