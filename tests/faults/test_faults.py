@@ -176,8 +176,10 @@ def check_outage(rows: dict[str, Row], n: int, max_queue: int) -> None:
     row = rows["userflux"]  # memory and latency are the process's: the same on every row
     assert row.rss_growth is not None and row.rss_growth < 30 * 1024 * 1024, row.rss_growth
     # track() never waits on the network: a full queue costs its bookkeeping only. A sanity bound,
-    # not a benchmark (python -m benchmarks.faults reports it).
-    assert row.latency_ratio is not None and row.latency_ratio < 3.0, row.latency_ratio
+    # not a benchmark (python -m benchmarks.faults reports it): waiting on one loopback round trip
+    # would cost ~100x a call (about 1 ms against 5-10 us), while a shared machine's speed alone moves
+    # the ratio past 3x (CI saw 3.07 with the code unchanged).
+    assert row.latency_ratio is not None and row.latency_ratio < 10.0, row.latency_ratio
 
 
 def test_providers_down_longer_than_the_queue_holds_memory_bounded_drops_counted_latency_kept(sandbox):
