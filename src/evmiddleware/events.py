@@ -164,8 +164,19 @@ def make_event(
     on_drop: DropCallback,
 ) -> Event:
     """Validate and normalise everything once; raises :class:`EventError` for a refused event."""
-    args = (name, properties, user_id, anonymous_id, timestamp, context, kind, aliases)
-    return build_event(*args, max_depth, max_bytes, on_drop)
+    return build_event(
+        name,
+        properties,
+        user_id,
+        anonymous_id,
+        timestamp,
+        context,
+        kind,
+        aliases,
+        max_depth,
+        max_bytes,
+        on_drop,
+    )
 
 
 def build_event(
