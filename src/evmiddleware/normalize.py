@@ -22,6 +22,7 @@ JSONValue = Any  # str | int | float | bool | None | list[JSONValue] | dict[str,
 
 _OTHER_SAFE = frozenset((int, bool, type(None)))
 _isfinite = math.isfinite
+_join = "".join
 _DROP = object()
 
 DropCallback = Callable[[str, str], None]
@@ -35,36 +36,48 @@ def normalize_properties(
     on_drop: DropCallback,
 ) -> dict[str, JSONValue]:
     """Return a JSON-safe copy of ``properties`` or raise :class:`EventError` (too deep or too large)."""
-    if not properties:
-        return {}
-    if type(properties) is not dict and not isinstance(properties, Mapping):  # ABC check: 0.2 µs
+    copied = flat_copy(properties, max_bytes)
+    if copied is not None:
+        return copied
+    if type(properties) is not dict and not isinstance(properties, Mapping):
         raise EventError(
             "invalid_properties", f"properties must be a mapping, not {type(properties).__name__}"
         )
-    # Fast path: flat and already JSON-safe. Exact ``type`` checks on purpose (no subclasses, Enums).
-    size = 2 + 8 * len(properties)
-    for key, value in properties.items():
-        kind = type(value)
-        if kind is str:
-            size += len(value)
-        elif kind is float:
-            if not _isfinite(value):
-                break
-        elif kind not in _OTHER_SAFE:
-            break
-        if type(key) is not str:
-            break
-        size += len(key)
-    else:
-        result = dict(properties)
-        if size * 4 > max_bytes:  # chars can take up to 4 bytes: measure exactly only when it may matter
-            _check_size(result, max_bytes)
-        return result
     converted = _convert(properties, "", 1, max_depth, on_drop, set())
     if not isinstance(converted, dict):
         raise EventError("invalid_properties", f"properties ({type(properties).__name__}) could not be read")
     _check_size(converted, max_bytes)
     return converted
+
+
+def flat_copy(properties: Mapping[str, Any] | None, max_bytes: int) -> dict[str, JSONValue] | None:
+    """The common case of :func:`normalize_properties` alone: a copy of a flat mapping of str keys
+    and str, int, finite float, bool and None values whose JSON surely fits ``max_bytes``; ``None``
+    for anything else (then :func:`normalize_properties` decides). ``track()`` calls it directly.
+    """
+    if not properties:
+        return {}
+    if type(properties) is not dict and not isinstance(properties, Mapping):  # ABC check: 0.2 µs
+        return None
+    copied = dict(properties)  # checked below, so another thread's change cannot slip in unchecked
+    # Exact ``type`` checks on purpose (no subclasses, Enums): the slow path converts those.
+    size = 2 + 8 * len(copied)
+    for key, value in copied.items():
+        kind = type(value)
+        if kind is str:
+            size += len(value)
+        elif kind is float:
+            if not _isfinite(value):
+                return None
+        elif kind not in _OTHER_SAFE:
+            return None
+        if type(key) is not str:
+            return None
+    # A character takes at most 6 bytes of JSON (a control character is written \u0001): measure
+    # exactly only when that bound passes the limit. The keys' characters in one C call.
+    if (size + len(_join(copied))) * 6 > max_bytes:
+        return None
+    return copied
 
 
 def _check_size(value: dict[str, JSONValue], max_bytes: int) -> None:

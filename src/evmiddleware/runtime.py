@@ -8,6 +8,7 @@ are sent once, by the parent.
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import logging
 import os
 import sys
@@ -29,6 +30,10 @@ from .spool import fork_guard as spool_fork_guard
 
 __all__ = ["Runtime", "current", "replace", "peek"]
 
+_UTC = dt.timezone.utc
+_fromtimestamp = dt.datetime.fromtimestamp
+_new_tuple = tuple.__new__
+
 
 def warn_dropped_property(key: str, why: str) -> None:
     limited.log(logging.WARNING, f"property:{key}", "evmiddleware: property %r dropped: %s", key, why)
@@ -38,6 +43,14 @@ def warn_dropped_property(key: str, why: str) -> None:
 #: user id, anonymous id, ``time.time()``, a function and its argument that give the properties,
 #: aliases.
 RequestRecord = tuple[str, Any, "str | None", float, Callable[[Any], dict[str, Any]], Any, Mapping[str, str]]
+#: What ``track()`` queues in its common case: an :class:`Event`'s fields but ``kind`` (``"track"``),
+#: with the timestamp as ``time.time()``; the dispatcher makes the datetime (0.5 µs off the caller).
+TrackRecord = tuple[
+    str, str, "str | None", "str | None", float, dict[str, Any], Mapping[str, Any], Mapping[str, str]
+]
+#: The intake, in the order callers queued them: requests' records (7 items), ``track()``'s records
+#: (8) and events built on the caller's thread (an :class:`Event`, 9).
+Record = RequestRecord | TrackRecord | Event
 
 
 class Runtime:
@@ -72,8 +85,13 @@ class Runtime:
         #: Requests' raw records, appended on request threads (``api.record_request_event``, which
         #: nudges the dispatcher at ``_nudge_at`` records) and turned into events by the dispatcher
         #: thread (``admit``); bounded by ``max_queue`` like every provider's queue.
-        self.intake: deque[RequestRecord] = deque()
+        self.intake: deque[Record] = deque()
+        self.max_queue = settings.max_queue
+        #: Whether callers may queue records (``track()``'s and requests' fast paths): open, enabled
+        #: and not strict (strict mode raises on the caller's thread, so it builds events there).
+        self.takes_records = not self.disabled and not settings.strict
         self._lock = threading.Lock()
+        self._admit_lock = threading.Lock()
         self.closed = False
         self._closed_reason = "shut_down"
         if settings.spool and not self.disabled and check_spool_file:
@@ -86,14 +104,20 @@ class Runtime:
             self.dispatcher.start()
 
     def submit(self, event: Event) -> None:
+        """Queue an event built on the caller's thread, behind the records queued before it."""
         if self.closed:
             self.drop(event, self._closed_reason)
             return
-        nudge = self._queue(event)
+        intake = self.intake
+        if len(intake) >= self.max_queue:
+            # The dispatcher has fallen behind: move what waits into the providers' queues now, in
+            # order, so their overflow policy decides what is dropped (the newest by default).
+            self.admit()
+        intake.append(event)
         dispatcher = self.dispatcher
         if dispatcher._thread is None:  # ``not dispatcher.started``, without the property's call
             dispatcher.start()
-        elif nudge:
+        elif len(intake) == self._nudge_at:
             dispatcher.nudge()
 
     def _queue(self, event: Event) -> bool:
@@ -113,39 +137,55 @@ class Runtime:
         return nudge
 
     def admit(self) -> None:
-        """Dispatcher thread: build the events of the queued request records, queue each for every
-        provider. Refused ones are counted like any refused event."""
+        """Dispatcher thread (or a caller that found the intake full): turn the intake's records into
+        events and queue each for every provider. Refused ones are counted like any refused event."""
+        with self._admit_lock:  # two threads admitting at once could swap events
+            nudge = self._admit()
+        if nudge:  # the other lanes sleep until their next tick otherwise
+            self.dispatcher.nudge()
+
+    def _admit(self) -> bool:
         intake = self.intake
         max_depth, max_bytes = self.settings.max_depth, self.settings.max_event_bytes
         nudge = False
         for _ in range(len(intake)):
             try:
-                name, user_id, anonymous_id, at, properties, source, aliases = intake.popleft()
+                record = intake.popleft()
             except IndexError:  # a shutdown that gave up waiting for us counted the rest
                 break
-            try:
-                event = request_event(
-                    name,
-                    properties(source),
-                    user_id,
-                    anonymous_id,
-                    at,
-                    aliases,
-                    max_depth,
-                    max_bytes,
-                    warn_dropped_property,
-                )
-            except EventError as exc:
-                self.drop(None, exc.reason, str(exc))
-                continue
-            except Exception as exc:
-                limited.log(logging.ERROR, "track", "evmiddleware: tracking failed", exc_info=True)
-                self.drop(None, "internal_error", type(exc).__name__)
-                continue
+            size = len(record)
+            # (``type: ignore`` rather than ``cast``: a Python call per event, on the dispatcher thread)
+            if size == 9:  # built on the caller's thread: an Event
+                event: Event = record  # type: ignore[assignment]
+            elif size == 8:  # track()'s
+                event_id, name, user_id, anonymous_id, at, properties, context, aliases = record  # type: ignore[misc]
+                when = _fromtimestamp(at, _UTC)
+                fields = (event_id, name, user_id, anonymous_id, when, properties, context, "track", aliases)
+                event = _new_tuple(Event, fields)
+            else:
+                try:
+                    name, user_id, anonymous_id, at, make_properties, source, aliases = record  # type: ignore[misc]
+                    event = request_event(
+                        name,
+                        make_properties(source),
+                        user_id,
+                        anonymous_id,
+                        at,
+                        aliases,
+                        max_depth,
+                        max_bytes,
+                        warn_dropped_property,
+                    )
+                except EventError as exc:
+                    self.drop(None, exc.reason, str(exc))
+                    continue
+                except Exception as exc:
+                    limited.log(logging.ERROR, "track", "evmiddleware: tracking failed", exc_info=True)
+                    self.drop(None, "internal_error", type(exc).__name__)
+                    continue
             if self._queue(event):
                 nudge = True
-        if nudge:  # the other lanes sleep until their next tick otherwise
-            self.dispatcher.nudge()
+        return nudge
 
     def _drop_intake(self, reason: str) -> int:
         """Count what is still in ``intake`` as dropped (the dispatcher will never build it)."""
@@ -161,6 +201,7 @@ class Runtime:
     def _dispatcher_failed(self) -> None:
         self._closed_reason = "dispatcher_error"
         self.closed = True
+        self.takes_records = False
         self._drop_intake("dispatcher_error")
 
     def drop(self, event: Event | None, reason: str, detail: str = "") -> None:
@@ -184,6 +225,7 @@ class Runtime:
 
     def shutdown(self, timeout: float | None) -> None:
         self.closed = True
+        self.takes_records = False
         given_up = self.dispatcher.stop(self.settings.shutdown_timeout if timeout is None else timeout)
         # The dispatcher admits every record on its way out; one appended in the very last instant
         # (its request saw the runtime still open) is counted, never left behind silently.
@@ -195,7 +237,7 @@ class Runtime:
         with self._lock:
             dropped = dict(self.dropped)
         capture = sys.modules.get("evmiddleware.capture")  # only when a middleware is in use
-        waiting = len(self.intake)  # requests' events not built yet: queued for every provider
+        waiting = len(self.intake)  # events not handed to the providers' queues yet: for each one
         providers = {lane.name: lane.snapshot(waiting) for lane in self.lanes}
         return {
             "providers": providers,

@@ -117,3 +117,11 @@ def test_non_string_keys_are_converted_or_dropped():
     result, drops = run({1: "one", (1, 2): "tuple"})
     assert result == {"1": "one"}
     assert len(drops) == 1
+
+
+def test_control_characters_count_as_the_six_bytes_json_writes_for_each():
+    # "\x01" is written \u0001: 8,000 of them take 48,000 bytes, over a 32 KiB limit.
+    with pytest.raises(EventError) as info:
+        run({"s": "\x01" * 8000})
+    assert info.value.reason == "too_large"
+    assert run({"s": "\x01" * 5000})[0] == {"s": "\x01" * 5000}  # 30,008 bytes: within

@@ -77,11 +77,28 @@ def test_records_waiting_count_as_queued_for_every_provider(parked_dispatcher: r
     assert evmiddleware.stats()["providers"]["memory"]["enqueued"] == 1
 
 
-def test_a_full_intake_queues_on_the_request_thread_instead(parked_dispatcher: rt.Runtime) -> None:
-    for _ in range(3):
-        record_request_event(request_ctx(), "http_request", dict, props())
-    assert len(parked_dispatcher.intake) == 2
-    assert len(parked_dispatcher.queues[0].items) == 1  # the third: built and queued by the caller
+def test_a_full_intake_is_moved_to_the_queues_by_the_caller_in_order(parked_dispatcher: rt.Runtime) -> None:
+    for i in range(5):
+        record_request_event(request_ctx(f"u{i}"), "http_request", dict, props())
+    # The third and the fifth found the intake full: each moved it into the provider's queue (of 2)
+    # first, so the queue's overflow policy (drop the newest) decided, in the order of the requests.
+    assert [event.user_id for event in parked_dispatcher.queues[0].items] == ["u0", "u1"]
+    assert evmiddleware.stats()["providers"]["memory"]["dropped"] == {"queue_full": 2}
+    assert len(parked_dispatcher.intake) == 1
+
+
+def test_track_and_events_built_by_the_caller_keep_their_order_through_the_intake(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    evmiddleware.configure(providers=[MemorySink()])
+    runtime = rt.current()
+    monkeypatch.setattr(runtime.dispatcher, "start", lambda: None)
+    evmiddleware.track("first", user_id="u")  # the common case: a record
+    evmiddleware.identify("u", plan="pro")  # built on the caller's thread
+    evmiddleware.track("at_a_time", user_id="u", timestamp=dt.datetime(2026, 1, 1))  # built there too
+    evmiddleware.track("first", {"n": 1}, user_id="u")
+    runtime.admit()
+    assert [event.name for event in runtime.queues[0].items] == ["first", "identify", "at_a_time", "first"]
 
 
 def test_records_left_at_shutdown_are_counted_never_lost(parked_dispatcher: rt.Runtime) -> None:
@@ -111,3 +128,12 @@ def test_a_flush_covers_requests_that_ended_before_it(memory_sink: MemorySink) -
     assert evmiddleware.flush(5)
     assert len(memory_sink.events) == 200
     assert len({event.id for event in memory_sink.events}) == 200
+
+
+def test_a_request_event_of_control_characters_over_the_limit_is_a_counted_drop() -> None:
+    sink = MemorySink()
+    evmiddleware.configure(providers=[sink], max_event_bytes=1024)
+    record_request_event(request_ctx(), "http_request", dict, props() | {"path": "/\x01" * 200})
+    assert evmiddleware.flush(5)
+    assert sink.events == []
+    assert evmiddleware.stats()["dropped"] == {"too_large": 1}
