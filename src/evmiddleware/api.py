@@ -159,26 +159,23 @@ def track(
             context = ctx.facts
             aliases = ctx.aliases or _NONE
         clean_name = _known_names.get(name) if type(name) is str else None
-        copied = flat_copy(properties, runtime.settings.max_event_bytes)
+        copied = flat_copy(properties, runtime.max_event_bytes)
         if (
             clean_name is not None
             and copied is not None
             and (user_id is not None or anonymous_id is not None)
-            # clean_id's test of a clean id, for each: a str of 1 to 255 characters, not padded
+            # A clean id, for each: a str of 1 to 255 characters that strip() leaves as it is (it
+            # returns the very same object then), as clean_id would return it.
             and (
                 user_id is None
-                or (
-                    type(user_id) is str
-                    and 0 < len(user_id) <= MAX_ID_LENGTH
-                    and user_id[0] > " " < user_id[-1]
-                )
+                or (type(user_id) is str and 0 < len(user_id) <= MAX_ID_LENGTH and user_id.strip() is user_id)
             )
             and (
                 anonymous_id is None
                 or (
                     type(anonymous_id) is str
                     and 0 < len(anonymous_id) <= MAX_ID_LENGTH
-                    and anonymous_id[0] > " " < anonymous_id[-1]
+                    and anonymous_id.strip() is anonymous_id
                 )
             )
             and len(intake := runtime.intake) < runtime.max_queue
@@ -236,7 +233,7 @@ def tracked(name: Any = None, **static_properties: Any) -> Any:
             properties["raised"] = error is not None
             if error is not None:
                 properties["error_type"] = type(error).__name__
-            _emit(event_name, properties, None, None, None, "track")
+            track(event_name, properties)
 
         if inspect.iscoroutinefunction(func):
 

@@ -1,8 +1,9 @@
 """The per-process buffer: one bounded queue per provider, appended to from any thread.
 
-The caller's side is a length check and a ``deque.append`` (atomic under the GIL), so ``track()``
-never blocks and never takes a lock unless the queue is full. The dispatcher thread is the only
-consumer and keeps ``held`` (events taken out but not yet finished) so the bound covers them too.
+Events reach it through the runtime's intake (``Runtime.admit``, in order), a length check and a
+``deque.extend`` (atomic under the GIL) while there is room; a lock is taken only when it is full.
+The dispatcher thread is the only consumer and keeps ``held`` (events taken out but not yet
+finished) so the bound covers them too.
 """
 
 from __future__ import annotations
@@ -41,16 +42,22 @@ class ProviderQueue:
         self._log_after = 0.0
 
     def offer(self, event: Event) -> int:
-        """Queue ``event``; returns the new queue length, or 0 when the event was dropped.
-
-        ``Runtime._queue`` repeats the room test and the append inline (one Python call less per
-        event): change both together.
-        """
+        """Queue ``event``; returns the new queue length, or 0 when the event was dropped."""
         items = self.items
         if len(items) + self.held < self.cap:
             items.append(event)
             return len(items)
         return self._overflow(event)
+
+    def offer_many(self, events: list[Event]) -> int:
+        """Queue ``events`` in order (one C call when all fit); returns the new queue length."""
+        items = self.items
+        if len(items) + self.held + len(events) <= self.cap:
+            items.extend(events)
+        else:
+            for event in events:  # the overflow policy decides, event by event
+                self.offer(event)
+        return len(items)
 
     def _overflow(self, event: Event) -> int:
         victim = event

@@ -87,6 +87,7 @@ class Runtime:
         #: thread (``admit``); bounded by ``max_queue`` like every provider's queue.
         self.intake: deque[Record] = deque()
         self.max_queue = settings.max_queue
+        self.max_event_bytes = settings.max_event_bytes
         #: Whether callers may queue records (``track()``'s and requests' fast paths): open, enabled
         #: and not strict (strict mode raises on the caller's thread, so it builds events there).
         self.takes_records = not self.disabled and not settings.strict
@@ -120,22 +121,6 @@ class Runtime:
         elif len(intake) == self._nudge_at:
             dispatcher.nudge()
 
-    def _queue(self, event: Event) -> bool:
-        """Offer ``event`` to every provider's queue; True when one now holds a batch's worth."""
-        nudge = False
-        nudge_at = self._nudge_at
-        for queue in self.queues:
-            # ProviderQueue.offer's room test and append, inlined: this runs for every event.
-            items = queue.items
-            if len(items) + queue.held < queue.cap:
-                items.append(event)
-                length = len(items)
-            else:
-                length = queue._overflow(event)
-            if length == nudge_at:
-                nudge = True
-        return nudge
-
     def admit(self) -> None:
         """Dispatcher thread (or a caller that found the intake full): turn the intake's records into
         events and queue each for every provider. Refused ones are counted like any refused event."""
@@ -145,9 +130,12 @@ class Runtime:
             self.dispatcher.nudge()
 
     def _admit(self) -> bool:
+        """Build the intake's events, then queue them for each provider at once; True when a queue
+        now holds a batch's worth."""
         intake = self.intake
         max_depth, max_bytes = self.settings.max_depth, self.settings.max_event_bytes
-        nudge = False
+        events: list[Event] = []
+        add = events.append
         for _ in range(len(intake)):
             try:
                 record = intake.popleft()
@@ -183,8 +171,14 @@ class Runtime:
                     limited.log(logging.ERROR, "track", "evmiddleware: tracking failed", exc_info=True)
                     self.drop(None, "internal_error", type(exc).__name__)
                     continue
-            if self._queue(event):
-                nudge = True
+            add(event)
+        nudge = False
+        if events:
+            nudge_at = self._nudge_at
+            for queue in self.queues:
+                before = len(queue.items)
+                if queue.offer_many(events) >= nudge_at > before:
+                    nudge = True
         return nudge
 
     def _drop_intake(self, reason: str) -> int:
