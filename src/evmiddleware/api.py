@@ -17,6 +17,7 @@ from ._log import limited
 from .context import RequestContext, _current, _looked_up, _lookups
 from .errors import ConfigurationError, EventError
 from .events import MAX_ID_LENGTH, Event, _known_names, build_event
+from .events import id_pool as _id_pool
 from .normalize import flat_copy
 from .signals import event_tracked
 
@@ -180,7 +181,10 @@ def track(
             )
             and len(intake := runtime.intake) < runtime.max_queue
         ):
-            event_id: str = next(_ev._ids)  # new_event_id(), inline
+            try:
+                event_id = _id_pool.pop()
+            except IndexError:  # the dispatcher has not made any yet, or a burst used them up
+                event_id = next(_ev._ids)  # new_event_id(), inline
             intake.append((event_id, clean_name, user_id, anonymous_id, _time(), copied, context, aliases))
             dispatcher = runtime.dispatcher
             if dispatcher._thread is None:  # ``not dispatcher.started``, without the property's call

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from .errors import EventError
 from .normalize import DropCallback, JSONValue, normalize_properties
 
-__all__ = ["Event", "build_event", "make_event", "new_event_id", "request_event"]
+__all__ = ["Event", "build_event", "id_pool", "make_event", "new_event_id", "refill_ids", "request_event"]
 
 MAX_NAME_LENGTH = 255
 MAX_ID_LENGTH = 255
@@ -64,9 +64,24 @@ _UUID4_SET = (0x4 << 28) | (0x2 << 14)
 _ids: Iterator[str] = iter(())
 
 
+#: Ids made ahead of time by the dispatcher thread (``refill_ids``), popped by ``track()``: a
+#: ``list.pop`` costs the caller 0.05 µs where making one costs 0.25 (0.6 with cold caches).
+id_pool: list[str] = []
+_POOL_SIZE = 1024
+
+
+def refill_ids() -> None:
+    """Top up :data:`id_pool` once it is half empty (any thread; ``extend`` and ``pop`` are atomic)."""
+    missing = _POOL_SIZE - len(id_pool)
+    if missing >= _POOL_SIZE // 2:
+        id_pool.extend(itertools.islice(_ids, missing))
+
+
 def _reseed() -> None:
-    """A new random prefix and counter start: at import and in every forked child."""
+    """A new random prefix and counter start: at import and in every forked child (whose pool of
+    ids, made by the parent, is emptied: a child must never send its parent's ids)."""
     global _ids
+    id_pool.clear()
     h = "%020x" % ((_getrandbits(80) & _UUID4_CLEAR) | _UUID4_SET)
     prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-"
     # The counter runs from 2**47 up, so ``hex`` always writes it in 12 digits (for 2**46 events).

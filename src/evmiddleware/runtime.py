@@ -22,7 +22,7 @@ from .buffer import ProviderQueue
 from .config import Settings, load_settings
 from .dispatcher import Dispatcher
 from .errors import EventError
-from .events import Event, request_event
+from .events import Event, refill_ids, request_event
 from .lane import Lane
 from .signals import event_dropped
 from .spool import check_spool
@@ -126,6 +126,7 @@ class Runtime:
         events and queue each for every provider. Refused ones are counted like any refused event."""
         with self._admit_lock:  # two threads admitting at once could swap events
             nudge = self._admit()
+        refill_ids()  # for the track() calls to come
         if nudge:  # the other lanes sleep until their next tick otherwise
             self.dispatcher.nudge()
 

@@ -59,3 +59,27 @@ def test_a_child_forked_before_any_pipeline_draws_its_own_ids():
     os.close(read_end)
     parent_id = new_event_id()
     assert child_id[:24] != parent_id[:24]  # a different random prefix, not the parent's sequence
+
+
+def test_a_child_never_sends_ids_its_parent_made_ahead(memory_sink):
+    from evmiddleware.events import id_pool, refill_ids
+
+    evmiddleware.track("warm_up", user_id="p")  # the name, known; the dispatcher, started
+    assert evmiddleware.flush(5)
+    id_pool.clear()
+    refill_ids()
+    parents = set(id_pool)
+    assert parents
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write_end, str(evmiddleware.track("warm_up", user_id="c")).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    child_id = os.read(read_end, 100).decode()
+    os.close(read_end)
+    assert len(child_id) == 36 and child_id not in parents
+    assert child_id[:24] != next(iter(parents))[:24]
