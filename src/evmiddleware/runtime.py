@@ -187,10 +187,11 @@ class Runtime:
         count = 0
         while True:
             try:  # a dispatcher still running past a shutdown's timeout may take some meanwhile
-                self.intake.popleft()
+                record = self.intake.popleft()
             except IndexError:
                 return count
-            self.drop(None, reason)
+            # Receivers of event_dropped get the event when one was built (records are not events).
+            self.drop(record if type(record) is Event else None, reason)
             count += 1
 
     def _dispatcher_failed(self) -> None:

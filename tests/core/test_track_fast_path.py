@@ -92,3 +92,36 @@ def test_ids_are_unique_and_distinct_from_a_forked_childs_sequence():
     assert all(uuid.UUID(event_id).version == 4 and len(event_id) == 36 for event_id in first)
     events._reseed()  # what a forked child runs
     assert events.new_event_id()[:24] != first[0][:24]
+
+
+def test_threads_tracking_at_once_through_a_small_intake_lose_nothing_and_keep_each_threads_order():
+    import threading
+
+    sink = MemorySink()
+    # An intake of 50 fills up over and over: callers then move it into the queue themselves.
+    evmiddleware.configure(providers=[sink], max_queue=50, flush_interval=0.01)
+    runtime = rt.current()
+    threads, per_thread = 4, 2_000
+    start = threading.Barrier(threads)
+    evmiddleware.track("n", user_id="warm")
+    assert evmiddleware.flush(5)
+
+    def work(t: int) -> None:
+        start.wait()
+        for i in range(per_thread):
+            evmiddleware.track("n", {"t": t, "i": i}, user_id=f"u{t}")
+
+    pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(30)
+    evmiddleware.flush(10)
+    counters = evmiddleware.stats()["providers"]["memory"]
+    delivered = [event.properties for event in sink.events[1:]]
+    assert counters["sent"] - 1 + counters["dropped"].get("queue_full", 0) == threads * per_thread
+    assert len({event.id for event in sink.events}) == len(sink.events)
+    for t in range(threads):
+        mine = [p["i"] for p in delivered if p["t"] == t]
+        assert mine == sorted(mine)  # drops aside, each thread's events arrive in the order tracked
+    assert not runtime.intake
