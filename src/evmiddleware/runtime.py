@@ -54,8 +54,9 @@ Record = RequestRecord | TrackRecord | Event
 
 
 class Runtime:
-    """One configured pipeline. ``submit`` is the whole cost of an event on the caller's thread;
-    a request's automatic event costs less still: a record appended to ``intake`` (see ``admit``)."""
+    """One configured pipeline. On the caller's thread an event costs a record appended to
+    ``intake`` (``track()``'s common case, a request's event) or, for an event built there,
+    ``submit``; the dispatcher thread does the rest (see ``admit``)."""
 
     def __init__(self, settings: Settings, *, check_spool_file: bool = True) -> None:
         self.settings = settings
@@ -82,9 +83,10 @@ class Runtime:
         self._nudge_at = max(64, min(lane.limits.max_events for lane in self.lanes)) if self.lanes else 0
         #: Events refused before reaching any provider, by reason (caller threads: under the lock).
         self.dropped: Counter[str] = Counter()
-        #: Requests' raw records, appended on request threads (``api.record_request_event``, which
-        #: nudges the dispatcher at ``_nudge_at`` records) and turned into events by the dispatcher
-        #: thread (``admit``); bounded by ``max_queue`` like every provider's queue.
+        #: Every event on its way to the providers' queues, in order (see ``Record``): appended on
+        #: callers' threads (``api.track``, ``api.record_request_event``, ``submit``; each nudges the
+        #: dispatcher at ``_nudge_at``) and turned into queued events by the dispatcher thread
+        #: (``admit``); bounded by ``max_queue`` like every provider's queue.
         self.intake: deque[Record] = deque()
         self.max_queue = settings.max_queue
         self.max_event_bytes = settings.max_event_bytes
@@ -92,7 +94,8 @@ class Runtime:
         #: and not strict (strict mode raises on the caller's thread, so it builds events there).
         self.takes_records = not self.disabled and not settings.strict
         self._lock = threading.Lock()
-        self._admit_lock = threading.Lock()
+        # Reentrant: an event_dropped receiver that tracks may find the intake full and admit too.
+        self._admit_lock = threading.RLock()
         self.closed = False
         self._closed_reason = "shut_down"
         if settings.spool and not self.disabled and check_spool_file:

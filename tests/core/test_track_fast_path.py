@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import threading
 import uuid
 
 from hypothesis import given, settings
@@ -95,8 +96,6 @@ def test_ids_are_unique_and_distinct_from_a_forked_childs_sequence():
 
 
 def test_threads_tracking_at_once_through_a_small_intake_lose_nothing_and_keep_each_threads_order():
-    import threading
-
     sink = MemorySink()
     # An intake of 50 fills up over and over: callers then move it into the queue themselves.
     evmiddleware.configure(providers=[sink], max_queue=50, flush_interval=0.01)
@@ -125,3 +124,31 @@ def test_threads_tracking_at_once_through_a_small_intake_lose_nothing_and_keep_e
         mine = [p["i"] for p in delivered if p["t"] == t]
         assert mine == sorted(mine)  # drops aside, each thread's events arrive in the order tracked
     assert not runtime.intake
+
+
+def test_a_drop_receiver_that_tracks_while_the_intake_is_full_does_not_deadlock(monkeypatch):
+    from evmiddleware import signals
+
+    sink = MemorySink()
+    evmiddleware.configure(providers=[sink], max_queue=2)
+    runtime = rt.current()
+    monkeypatch.setattr(runtime.dispatcher, "start", lambda: None)  # parked: the intake fills
+    seen = []
+
+    def on_drop(sender, event, provider, reason):
+        seen.append(reason)
+        evmiddleware.track("after_a_drop", user_id="u")  # the intake may be full right now
+
+    def work() -> None:
+        for i in range(8):
+            evmiddleware.track("n", {"i": i}, user_id="u")
+
+    signals.event_dropped.connect(on_drop)
+    try:
+        worker = threading.Thread(target=work, daemon=True)  # a deadlock fails the test, not the run
+        worker.start()
+        worker.join(10)
+    finally:
+        signals.event_dropped.disconnect(on_drop)
+    assert not worker.is_alive()
+    assert "queue_full" in seen
