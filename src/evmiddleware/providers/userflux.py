@@ -92,7 +92,7 @@ class UserFlux(HttpProvider):
             "POST",
             f"{self.base_url}/event/ingest/batch",
             {"Authorization": f"Bearer {self._api_key}", "Content-Type": "application/json"},
-            b'{"events":[' + batch.data + b"]}",
+            b"".join((b'{"events":[', batch.data, b"]}")),  # one copy of the body, where + makes two
             params,
         )
 
