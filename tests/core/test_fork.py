@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -43,20 +44,26 @@ def test_child_gets_an_empty_buffer_and_parent_events_are_sent_once_by_the_paren
     assert sys.platform != "win32"
 
 
-def test_a_child_forked_before_any_pipeline_draws_its_own_ids():
-    from evmiddleware.events import new_event_id
-
+def in_child(work: Callable[[], object]) -> str:
+    """Run ``work`` in a real forked child; what it returned, as text."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
-            os.write(write_end, new_event_id().encode())
+            os.write(write_end, str(work()).encode())
         finally:
             os._exit(0)
     os.close(write_end)
     os.waitpid(pid, 0)
-    child_id = os.read(read_end, 100).decode()
+    answer = os.read(read_end, 1000).decode()
     os.close(read_end)
+    return answer
+
+
+def test_a_child_forked_before_any_pipeline_draws_its_own_ids():
+    from evmiddleware.events import new_event_id
+
+    child_id = in_child(new_event_id)
     parent_id = new_event_id()
     assert child_id[:24] != parent_id[:24]  # a different random prefix, not the parent's sequence
 
@@ -70,16 +77,6 @@ def test_a_child_never_sends_ids_its_parent_made_ahead(memory_sink):
     refill_ids()
     parents = set(id_pool)
     assert parents
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.write(write_end, str(evmiddleware.track("warm_up", user_id="c")).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    os.waitpid(pid, 0)
-    child_id = os.read(read_end, 100).decode()
-    os.close(read_end)
+    child_id = in_child(lambda: evmiddleware.track("warm_up", user_id="c"))
     assert len(child_id) == 36 and child_id not in parents
     assert child_id[:24] != next(iter(parents))[:24]
