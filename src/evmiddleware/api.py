@@ -181,10 +181,12 @@ def track(
             )
             and len(intake := runtime.intake) < runtime.max_queue
         ):
+            # Made ahead by the dispatcher; when a burst used them up, made here (an IndexError
+            # would cost more than making one: test first, catch only another thread's race).
             try:
-                event_id = _id_pool.pop()
-            except IndexError:  # the dispatcher has not made any yet, or a burst used them up
-                event_id = next(_ev._ids)  # new_event_id(), inline
+                event_id = _id_pool.pop() if _id_pool else next(_ev._ids)  # next(): new_event_id()
+            except IndexError:  # another thread took the last one since the test
+                event_id = next(_ev._ids)
             intake.append((event_id, clean_name, user_id, anonymous_id, _time(), copied, context, aliases))
             dispatcher = runtime.dispatcher
             if dispatcher._thread is None:  # ``not dispatcher.started``, without the property's call
