@@ -1,14 +1,12 @@
-"""Starlette's test client for these tests."""
+"""Starlette's test client for these tests (pyproject's filterwarnings quiets recent Starlette's
+import-time note that it prefers httpx2)."""
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
+
+from starlette.testclient import TestClient
 
 
 def client_for(app: Any, **kwargs: Any) -> Any:
-    """Starlette's TestClient (imported quietly: recent Starlette warns that it prefers httpx2)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from starlette.testclient import TestClient
     return TestClient(app, **kwargs)
