@@ -165,8 +165,7 @@ def track(
             clean_name is not None
             and copied is not None
             and (user_id is not None or anonymous_id is not None)
-            # A clean id, for each: a str of 1 to 255 characters that strip() leaves as it is (it
-            # returns the very same object then), as clean_id would return it.
+            # A clean id, for each: clean_id's own test of its common case, inline.
             and (
                 user_id is None
                 or (type(user_id) is str and 0 < len(user_id) <= MAX_ID_LENGTH and user_id.strip() is user_id)

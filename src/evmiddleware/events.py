@@ -138,8 +138,10 @@ def clean_id(value: object, field: str) -> str | None:
     """User and anonymous ids: strings (ints are accepted and converted), at most 255 characters."""
     if value is None:
         return None
-    if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and value[0] > " " and value[-1] > " ":
-        return value  # the common case, already clean
+    # The common case, already clean: strip() hands back the very object when it has nothing to
+    # strip. ``track()`` and ``request_event`` write this same test inline.
+    if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and value.strip() is value:
+        return value
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
@@ -261,8 +263,8 @@ def request_event(
     # At most 6 bytes of JSON a character (a control character is written \u0001).
     if chars * 6 <= max_bytes and (
         user_id is None
-        # make_event's test of a clean id: anything else (padded, too long, not a str) goes through it
-        or (type(user_id) is str and 0 < len(user_id) <= MAX_ID_LENGTH and user_id[0] > " " < user_id[-1])
+        # clean_id's test of a clean id: anything else (padded, too long, not a str) goes through it
+        or (type(user_id) is str and 0 < len(user_id) <= MAX_ID_LENGTH and user_id.strip() is user_id)
     ):
         event_id = next(_ids)  # new_event_id(), inline
         event = (event_id, name, user_id, anonymous_id, timestamp, properties, _EMPTY, "track", aliases)

@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from evmiddleware.errors import EventError
-from evmiddleware.events import make_event, new_event_id
+from evmiddleware.events import clean_id, make_event, new_event_id
 
 
 def build(name="signup", **kwargs):
@@ -80,3 +80,11 @@ def test_integer_user_id_becomes_string_and_long_ids_are_refused():
     assert build(user_id=42).user_id == "42"
     with pytest.raises(EventError):
         build(user_id="u" * 256)
+
+
+@pytest.mark.parametrize("padded", ["\u00a0u1", "u1\u2003", " u1", "u1\t"])
+def test_ids_padded_with_any_whitespace_are_stripped(padded):
+    # Unicode whitespace as well as ASCII: the common-case test and the full clean agree.
+    assert clean_id(padded, "user_id") == "u1"
+    event = build(user_id=padded, anonymous_id=padded)
+    assert (event.user_id, event.anonymous_id) == ("u1", "u1")
