@@ -20,7 +20,10 @@ from .errors import EventError
 
 JSONValue = Any  # str | int | float | bool | None | list[JSONValue] | dict[str, JSONValue]
 
-_OTHER_SAFE = frozenset((int, bool, type(None)))
+_OTHER_SAFE = frozenset((bool, type(None)))
+# Ints within 64 bits take at most 20 characters of JSON, which the size estimate below allows for;
+# a longer one (up to 4,300 digits) takes the slow path, whose size check writes it out.
+_INT_MIN, _INT_MAX = -(1 << 63), 1 << 64
 _isfinite = math.isfinite
 _join = "".join
 _DROP = object()
@@ -66,6 +69,9 @@ def flat_copy(properties: Mapping[str, Any] | None, max_bytes: int) -> dict[str,
         kind = type(value)
         if kind is str:
             size += len(value)
+        elif kind is int:
+            if not _INT_MIN <= value < _INT_MAX:
+                return None
         elif kind is float:
             if not _isfinite(value):
                 return None

@@ -125,3 +125,22 @@ def test_control_characters_count_as_the_six_bytes_json_writes_for_each():
         run({"s": "\x01" * 8000})
     assert info.value.reason == "too_large"
     assert run({"s": "\x01" * 5000})[0] == {"s": "\x01" * 5000}  # 30,008 bytes: within
+
+
+def test_long_ints_count_their_digits_against_the_size_limit():
+    # Ten ints of 4,000 digits take 40 KB of JSON: over 32 KiB, though every value is a plain int.
+    with pytest.raises(EventError) as info:
+        run({f"n{i}": 10**3999 for i in range(10)})
+    assert info.value.reason == "too_large"
+    assert run({"n": 10**3999})[0] == {"n": 10**3999}  # 4,000 digits: within
+
+
+def test_ints_past_64_bits_are_kept_exactly_and_past_json_s_digit_limit_refused():
+    assert run({"big": 2**70, "low": -(2**63), "high": 2**64 - 1})[0] == {
+        "big": 2**70,
+        "low": -(2**63),
+        "high": 2**64 - 1,
+    }
+    with pytest.raises(EventError) as info:
+        run({"n": 10**5000})  # Python writes at most 4,300 digits of an int
+    assert info.value.reason == "invalid_properties"
