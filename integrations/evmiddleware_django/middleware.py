@@ -68,8 +68,9 @@ class EventMiddleware:
     is ``request.resolver_match.route`` (``items/<int:item_id>`` → ``/items/{item_id}``), the user id
     ``request.user``'s primary key (``await request.auser()`` on the async path), the status the
     response's; a view exception becomes Django's 500 page and is recorded with its type. A
-    streaming response is recorded after its last chunk. Options: ``settings.EVMIDDLEWARE`` (see
-    :mod:`evmiddleware_django.conf`).
+    streaming response is recorded after its last chunk, or when it is closed unfinished or unread
+    (also when a middleware listed before this one sends another response in its place).
+    Options: ``settings.EVMIDDLEWARE`` (see :mod:`evmiddleware_django.conf`).
     """
 
     sync_capable = True
@@ -206,12 +207,17 @@ class EventMiddleware:
                 response.cookies.load(state.set_cookie)
             state.status = response.status_code
             if isinstance(response, StreamingHttpResponse) and not hasattr(response, "file_to_stream"):
-                # Recorded after the last chunk; a FileResponse may go out through the server's
-                # file wrapper, which never iterates it: it is recorded now, like a plain response.
+                # Recorded after the last chunk or at close; a FileResponse may go out through the
+                # server's file wrapper, which never iterates it: it is recorded now, like a plain one.
+                stream = _Stream(state, self._capture, request.close)
                 if response.is_async:
-                    response.streaming_content = _achunks(response.streaming_content, state, self._capture)
+                    response.streaming_content = stream.achunks(response.streaming_content)
                 else:
-                    response.streaming_content = _chunks(response.streaming_content, state, self._capture)
+                    response.streaming_content = stream.chunks(response.streaming_content)
+                response._resource_closers.append(stream.close)
+                # Django's handler adds request.close to the closers of the response it sends,
+                # which an outer middleware may have put in place of this one, unclosed.
+                request.close = stream.sent
                 return response
         except Exception as exc:
             _failed("django", exc)
@@ -230,51 +236,84 @@ def _request_user_id(request: HttpRequest) -> str | None:
     return _user_id(getattr(request, "user", None))
 
 
-def _chunks(content: Iterator[bytes], state: RequestState, capture: Capture) -> Iterator[bytes]:
-    """The streamed body with the request context around each step; the event after the last chunk,
-    or when the server closes it early (client gone) or it raises."""
-    error: BaseException | None = None
-    ended = False
-    try:
-        while True:
-            token = _enter(state)
-            try:
-                chunk = next(content)
-            except StopIteration:
-                ended = True
-                return
-            finally:
-                _leave(token)
-            yield chunk
-    except GeneratorExit:  # closed before the end: the server stopped sending
-        raise
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        capture.finish(state, error=error, disconnected=not ended and error is None)
+class _Stream:
+    """A streamed response's event: after the last chunk, at an error, or at close, whether the body
+    was read, cut short or never started (a generator closed before its start never runs its
+    ``finally``). Cut short as in the WSGI middleware: started, not ended, no error, not HEAD."""
 
+    __slots__ = ("_capture", "_ended", "_request_close", "_started", "_state")
 
-async def _achunks(
-    content: AsyncIterator[bytes], state: RequestState, capture: Capture
-) -> AsyncIterator[bytes]:
-    error: BaseException | None = None
-    ended = False
-    try:
-        while True:
-            token = _enter(state)
-            try:
-                chunk = await anext(content)
-            except StopAsyncIteration:
-                ended = True
-                return
-            finally:
-                _leave(token)
-            yield chunk
-    except (GeneratorExit, asyncio.CancelledError):  # Django's ASGI handler cancels when the client leaves
-        raise
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        capture.finish(state, error=error, disconnected=not ended and error is None)
+    def __init__(self, state: RequestState, capture: Capture, request_close: Callable[[], None]) -> None:
+        self._state = state
+        self._capture = capture
+        self._request_close: Callable[[], None] | None = request_close
+        self._started = False
+        self._ended = False
+
+    def _finish(self, status: int | None, error: BaseException | None) -> None:
+        state = self._state
+        cut_short = self._started and not self._ended and error is None and state.seen[0] != "HEAD"
+        self._capture.finish(state, status, error, cut_short)
+
+    def close(self) -> None:
+        """The streaming response's closer: the server is done with it."""
+        self._finish(None, None)
+
+    def sent(self) -> None:
+        """``request.close`` from here on: Django's handler calls it from the ``close()`` of the
+        response it sent — ours, or a response an outer middleware sent in its place, such as
+        ``ConditionalGetMiddleware``'s 304, which drops ours unclosed. The event then keeps the
+        status this middleware saw: the one it can vouch for (list it first to see every reply)."""
+        close, self._request_close = self._request_close, None
+        try:
+            if close is not None:
+                close()
+        finally:
+            self._finish(None, None)  # once: finish does nothing for a request already recorded
+
+    def chunks(self, content: Iterator[bytes]) -> Iterator[bytes]:
+        """The streamed body with the request context around each step."""
+        state = self._state
+        self._started = True
+        error: BaseException | None = None
+        try:
+            while True:
+                token = _enter(state)
+                try:
+                    chunk = next(content)
+                except StopIteration:
+                    self._ended = True
+                    return
+                finally:
+                    _leave(token)
+                yield chunk
+        except GeneratorExit:  # closed before the end: the server stopped sending
+            raise
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._finish(None, error)
+
+    async def achunks(self, content: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        state = self._state
+        self._started = True
+        error: BaseException | None = None
+        try:
+            while True:
+                token = _enter(state)
+                try:
+                    chunk = await anext(content)
+                except StopAsyncIteration:
+                    self._ended = True
+                    return
+                finally:
+                    _leave(token)
+                yield chunk
+        except (GeneratorExit, asyncio.CancelledError):  # ASGI: Django cancels when the client leaves
+            raise
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._finish(None, error)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -47,6 +47,21 @@ def me(request: Any) -> HttpResponse:
     return HttpResponse("me")
 
 
+def stream(request: Any) -> StreamingHttpResponse:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(3):
+            yield b"chunk\n"
+
+    return StreamingHttpResponse(chunks())
+
+
+def dated(request: Any) -> StreamingHttpResponse:
+    """A stream with ``Last-Modified``: ``ConditionalGetMiddleware`` may send a 304 in its place."""
+    response = stream(request)
+    response["Last-Modified"] = "Mon, 01 Jan 2024 00:00:00 GMT"
+    return response
+
+
 async def astream(request: Any) -> StreamingHttpResponse:
     async def chunks() -> AsyncIterator[bytes]:
         for i in range(3):
@@ -63,6 +78,8 @@ urlpatterns = [
     path("fail", fail),
     path("signin/<str:pk>", signin),
     path("me", me),
+    path("stream", stream),
+    path("dated", dated),
     path("astream", astream),
 ]
 

@@ -14,7 +14,7 @@ import pytest
 import evmiddleware
 from evmiddleware import runtime
 
-from .._contract import request_events
+from .._contract import COOKIE, request_events
 
 pytest.importorskip("django")
 from asgiref.sync import async_to_sync
@@ -26,7 +26,8 @@ from evmiddleware.wsgi import EventMiddleware as WSGIEventMiddleware
 from evmiddleware_django import django_route_template
 from evmiddleware_django.asgi import LifespanFlush, get_asgi_application
 
-from .site import SITE
+from ._clients import _body
+from .site import SITE, stream
 
 OURS = "evmiddleware_django.EventMiddleware"
 
@@ -155,6 +156,81 @@ def test_a_stream_closed_early_is_recorded_as_disconnected(events):
     response.close()  # what the server does when the client has gone
     [event] = request_events(events)
     assert event.properties["disconnected"] is True
+
+
+#: The sync handler with a sync stream, the async handler (as under ASGI) with an async one.
+STREAMS = pytest.mark.parametrize(
+    ("get", "path"), [(sync_get, "/stream"), (aget, "/astream")], ids=["sync", "async"]
+)
+
+
+@STREAMS
+def test_a_streamed_response_read_to_the_end_is_recorded_once(get, path, events):
+    with site():
+        response = get(path)
+        assert async_to_sync(_body)(response) == "chunk\n" * 3  # then closed, as a server does
+    [event] = request_events(events)
+    assert event.properties["status_code"] == 200
+    assert "disconnected" not in event.properties
+
+
+@STREAMS
+def test_a_streamed_response_closed_unread_is_recorded_once(get, path, events):
+    with site():
+        response = get(path)
+        response.close()  # the server stopped before the first chunk
+    [event] = request_events(events)
+    assert event.properties["status_code"] == 200
+    assert "disconnected" not in event.properties  # as the WSGI middleware: nothing was cut short
+
+
+@STREAMS
+def test_a_streamed_response_closed_after_a_chunk_is_recorded_once_as_disconnected(get, path, events):
+    async def first_chunk(response: Any) -> None:
+        if response.is_async:
+            await anext(aiter(response.streaming_content))
+        else:
+            next(iter(response.streaming_content))
+
+    with site():
+        response = get(path)
+        async_to_sync(first_chunk)(response)
+        response.close()  # what the server does when the client has gone
+    [event] = request_events(events)
+    assert (event.properties["status_code"], event.properties["disconnected"]) == (200, True)
+
+
+def test_a_streamed_response_closed_unread_without_a_handler_is_recorded(events):
+    from django.test import RequestFactory
+
+    from evmiddleware_django import EventMiddleware
+
+    response = EventMiddleware(stream)(RequestFactory().get("/stream"))
+    response.close()
+    [event] = events
+    assert event.properties["status_code"] == 200
+
+
+def test_a_head_request_for_a_stream_is_recorded_once_not_as_a_disconnect(events):
+    with site():
+        response = Client().head("/stream")
+        assert async_to_sync(_body)(response) == ""  # the test client drops a HEAD body, unread
+    [event] = request_events(events)
+    assert event.properties["status_code"] == 200
+    assert "disconnected" not in event.properties
+
+
+@pytest.mark.parametrize("get", [sync_get, aget], ids=["sync", "async"])
+def test_a_304_sent_in_place_of_a_streamed_response_is_recorded_once(get, events):
+    # ConditionalGetMiddleware, listed before ours, answers 304 and drops the stream unread and
+    # unclosed. The event keeps the status our middleware saw.
+    with site("django.middleware.http.ConditionalGetMiddleware"):
+        response = get("/dated", headers={"If-Modified-Since": "Mon, 01 Jan 2024 00:00:00 GMT"})
+    assert response.status_code == 304
+    assert COOKIE in response.cookies  # ours, carried over to the response sent
+    [event] = request_events(events)
+    assert event.properties["status_code"] == 200
+    assert "disconnected" not in event.properties
 
 
 def test_a_request_cancelled_on_the_async_path_is_recorded_as_a_disconnect(events):
