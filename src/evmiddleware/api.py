@@ -19,7 +19,7 @@ from .errors import ConfigurationError, EventError
 from .events import MAX_ID_LENGTH, Event, _known_names, build_event
 from .events import id_pool as _id_pool
 from .normalize import flat_copy
-from .signals import event_tracked
+from .signals import FAILED, event_tracked, notify
 
 __all__ = ["configure", "flush", "identify", "shutdown", "stats", "track", "tracked"]
 
@@ -97,8 +97,8 @@ def _emit(
         )
         if event_tracked.receivers:
             vetted = _run_event_tracked(event)
-            if vetted is None:
-                runtime.drop(event, "vetoed")
+            if not isinstance(vetted, Event):
+                runtime.drop(event, vetted)
                 return None
             event = vetted
         runtime.submit(event)
@@ -115,10 +115,14 @@ def _emit(
     return None
 
 
-def _run_event_tracked(event: Event) -> Event | None:
-    for _receiver, result in event_tracked.send(None, event=event):
+def _run_event_tracked(event: Event) -> Event | str:
+    """The event as the receivers left it, or why it is dropped: ``vetoed``, or ``receiver_error``
+    when a receiver raised (it may have been there to remove what must not leave the process)."""
+    for result in notify(event_tracked, event=event):
         if result is False:
-            return None
+            return "vetoed"
+        if result is FAILED:
+            return "receiver_error"
         if isinstance(result, Event):
             event = result
     return event
@@ -293,7 +297,8 @@ def shutdown(timeout: float | None = None) -> None:
 
 def stats() -> dict[str, Any]:
     """Counters per provider (enqueued, sent, retried, rejected, dropped and skipped by reason,
-    queued) and events dropped before reaching any provider, by reason."""
+    queued), events dropped before reaching any provider, by reason, and exceptions raised by
+    signal receivers, by signal (``receiver_errors``)."""
     return _rt.current().stats()
 
 

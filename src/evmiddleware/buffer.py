@@ -15,7 +15,7 @@ from collections import Counter, deque
 
 from ._log import limited
 from .events import Event
-from .signals import event_dropped
+from .signals import event_dropped, notify
 
 __all__ = ["ProviderQueue"]
 
@@ -85,7 +85,7 @@ class ProviderQueue:
                 "oldest" if victim is not event else "newest",
             )
         if event_dropped.receivers:
-            event_dropped.send(None, event=victim, provider=self.name, reason="queue_full")
+            notify(event_dropped, event=victim, provider=self.name, reason="queue_full")
         return len(self.items) if victim is not event else 0
 
     def take_many(self, limit: int) -> list[Event]:

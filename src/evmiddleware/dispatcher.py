@@ -22,7 +22,7 @@ import httpx
 
 from ._log import limited, logger
 from .http11 import Http11Client, HttpClient, proxy_configured
-from .lane import Lane
+from .lane import Lane, _Watch
 from .providers.base import Batch, SendResult
 from .ratelimit import Slot, backoff_delay
 from .spool import Spool
@@ -31,6 +31,9 @@ __all__ = ["Dispatcher"]
 
 #: How often an idle lane looks at its queue; the caller nudges it sooner when a batch's worth waits.
 TICK = 0.05
+
+#: How often ``flush`` checks that the dispatcher thread is still alive while it waits.
+_FLUSH_SLICE = 0.1
 
 #: What the HTTP clients import only on first use: the dispatcher's client and first connection
 #: (``encodings.idna``: the first host name looked up).
@@ -58,8 +61,8 @@ def _import_http_stack() -> None:
 
 @dataclasses.dataclass
 class _FlushWaiter:
-    targets: dict[str, int]
-    failures_before: int
+    #: Per lane, the events queued or held when the flush was called (set on the dispatcher thread).
+    watches: list[tuple[Lane, _Watch]] = dataclasses.field(default_factory=list)
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
     all_delivered: bool = False
 
@@ -109,6 +112,8 @@ class Dispatcher:
         self._deliveries: set[asyncio.Task[None]] = set()
         self._client: HttpClient | None = None
         self._spool: Spool | None = None
+        #: Why a delivery that is cancelled gave up its batch.
+        self._cancelled_reason = "shutdown"
 
     # -- any thread ----------------------------------------------------------------------------
     @property
@@ -151,7 +156,7 @@ class Dispatcher:
         deadline = None if timeout is None else self._clock() + timeout
         if not self._ready.wait(timeout if timeout is not None else 5.0):
             return False
-        waiter = _FlushWaiter({}, 0)
+        waiter = _FlushWaiter()
         loop = self._loop
         if loop is None or loop.is_closed():
             return not any(lane.outstanding() for lane in self.lanes)
@@ -159,9 +164,15 @@ class Dispatcher:
             loop.call_soon_threadsafe(self._add_waiter, waiter)
         except RuntimeError:
             return False
-        # One timeout for the whole call: the start-up wait above already spent part of it.
-        finished = waiter.done.wait(None if deadline is None else max(0.0, deadline - self._clock()))
-        return finished and waiter.all_delivered
+        # One timeout for the whole call: the start-up wait above already spent part of it. Looked at
+        # in slices: a thread that died before its loop ran our callback would never release us.
+        thread = self._thread
+        while True:
+            left = None if deadline is None else max(0.0, deadline - self._clock())
+            if waiter.done.wait(_FLUSH_SLICE if left is None else min(_FLUSH_SLICE, left)):
+                return waiter.all_delivered
+            if left == 0.0 or thread is None or not thread.is_alive():
+                return False
 
     def stop(self, timeout: float) -> int:
         """Deliver what can be delivered within ``timeout``, then stop; returns events given up."""
@@ -187,8 +198,22 @@ class Dispatcher:
                 lane.stop_everything("dispatcher_error")
         finally:
             self._ready.set()  # whoever waits for the start (flush, stop, settle) need not wait longer
+            # However the thread ends, no flush() waits for it any longer (the loop is gone: this
+            # thread is the only one that touches the waiters).
+            for waiter in list(self._waiters):
+                waiter.all_delivered = False
+                self._release(waiter)
 
     async def _main(self) -> None:
+        try:
+            await self._serve()
+        except Exception:
+            # asyncio.run cancels the deliveries still running after this: they count their batches
+            # as the dispatcher's error, not as a shutdown.
+            self._cancelled_reason = "dispatcher_error"
+            raise
+
+    async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         if self._spool_path is not None:
             try:
@@ -248,9 +273,8 @@ class Dispatcher:
                 "evmiddleware: stopped with %d event(s) not delivered (counted as 'shutdown')", given_up
             )
         self._check_waiters()
-        for waiter in self._waiters:
-            waiter.done.set()
-        self._waiters.clear()
+        for waiter in list(self._waiters):
+            self._release(waiter)
 
     def _wake_all(self) -> None:
         for wake in self._wakes.values():
@@ -258,8 +282,8 @@ class Dispatcher:
 
     def _add_waiter(self, waiter: _FlushWaiter) -> None:
         self._admit()  # the flush covers every request that ended before it was called
-        waiter.targets = {lane.name: lane.completed() + lane.outstanding() for lane in self.lanes}
-        waiter.failures_before = sum(lane.failures() for lane in self.lanes)
+        # Only these events count: one queued later that finishes first (or fails) changes nothing.
+        waiter.watches = [(lane, lane.watch()) for lane in self.lanes]
         self._waiters.append(waiter)
         self._check_waiters()
         self._wake_all()
@@ -267,15 +291,18 @@ class Dispatcher:
     def _check_waiters(self) -> None:
         if not self._waiters:
             return
-        completed = {lane.name: lane.completed() for lane in self.lanes}
         stopped = self._stopping and all(lane.idle() for lane in self.lanes)
         for waiter in list(self._waiters):
-            reached = all(completed[name] >= target for name, target in waiter.targets.items())
+            reached = all(watch.remaining <= 0 for _, watch in waiter.watches)
             if reached or stopped:
-                failures = sum(lane.failures() for lane in self.lanes)
-                waiter.all_delivered = reached and failures == waiter.failures_before
-                waiter.done.set()
-                self._waiters.remove(waiter)
+                waiter.all_delivered = reached and not any(watch.failed for _, watch in waiter.watches)
+                self._release(waiter)
+
+    def _release(self, waiter: _FlushWaiter) -> None:
+        for lane, watch in waiter.watches:
+            lane.unwatch(watch)
+        waiter.done.set()
+        self._waiters.remove(waiter)
 
     def _begin_stop(self, deadline: float) -> None:
         self._stopping = True
@@ -342,7 +369,12 @@ class Dispatcher:
                 await asyncio.sleep(TICK)
 
     async def _deliver(self, lane: Lane, batch: Batch, slot: Slot) -> None:
-        """Send one batch, retrying until it is delivered, refused for good or out of time."""
+        """Send one batch, retrying until it is delivered, refused for good or out of time.
+
+        Between attempts it waits the capped exponential backoff with full jitter, or longer when
+        the provider's ``Retry-After`` asks for more; that also pauses the whole provider, for at
+        most ``retry_deadline`` seconds (a longer wait fails the batch at once).
+        """
         started = self._clock()
         attempt = 0
         try:
@@ -359,13 +391,16 @@ class Dispatcher:
                     return
                 attempt += 1
                 now = self._clock()
+                delay = backoff_delay(attempt, base=self._backoff_base, cap=self._backoff_cap)
                 if result.retry_after is not None:
                     if result.reason == "http_429":
                         lane.throttled += 1
-                    lane.limiter.pause_until(now + result.retry_after)
-                    delay = result.retry_after
-                else:
-                    delay = backoff_delay(attempt, base=self._backoff_base, cap=self._backoff_cap)
+                    # A floor, not a replacement: "Retry-After: 0" (or a date in the past) must not
+                    # turn the backoff off, or one batch sends thousands of requests a second.
+                    delay = max(delay, result.retry_after)
+                    # Paused at most for the retry deadline: no batch waits longer than that, and a
+                    # huge value would otherwise hold every later event until the process ends.
+                    lane.limiter.pause_until(now + min(result.retry_after, self._retry_deadline))
                 if now + delay - started > self._retry_deadline:
                     lane.finish_failed(batch, "retry_deadline")
                     return
@@ -379,7 +414,7 @@ class Dispatcher:
                 lane.requests += 1
                 lane.retried += 1
         except asyncio.CancelledError:
-            lane.finish_failed(batch, "shutdown")
+            lane.finish_failed(batch, self._cancelled_reason)
             raise
         finally:
             lane.in_flight -= 1

@@ -16,8 +16,8 @@ from .buffer import ProviderQueue
 from .events import Event, new_event_id
 from .providers.base import Batch, Encoded, Provider, SkipEvent
 from .ratelimit import SlidingWindowLimiter
-from .signals import batch_failed, batch_sent, event_dropped
-from .spool import Spool
+from .signals import batch_failed, batch_sent, event_dropped, notify
+from .spool import Spool, encode_event
 
 __all__ = ["Lane"]
 
@@ -42,6 +42,17 @@ class _Group:
         self.opened = opened
 
 
+class _Watch:
+    """A ``flush`` waiting on one lane: the events numbered below ``target`` still to finish."""
+
+    __slots__ = ("failed", "remaining", "target")
+
+    def __init__(self, target: int, remaining: int) -> None:
+        self.target = target
+        self.remaining = remaining
+        self.failed = False  # one of them was not delivered
+
+
 class Lane:
     """Batches for one provider, its rate limiter and its delivery counters."""
 
@@ -61,6 +72,9 @@ class Lane:
         self._groups: dict[str | None, _Group] = {}
         self.pending = 0
         self.in_flight = 0
+        #: The number the next event opened gets (``Encoded.seq``), in the order they were queued.
+        self._seq = 0
+        self._watches: list[_Watch] = []
         self._body_room = self.limits.max_bytes - self.limits.envelope_bytes
         # Counters (events unless named otherwise).
         self.done = 0
@@ -102,12 +116,16 @@ class Lane:
             self._open(events, itertools.repeat(None), now)
 
     def _open(self, events: list[Event], spool_ids: Iterable[int | None], now: float) -> None:
+        seq = self._seq
+        self._seq += len(events)
         if self._bulk:
-            self._open_bulk(events, spool_ids, now)
+            self._open_bulk(events, spool_ids, seq, now)
         else:
-            self._open_each(events, spool_ids, now)
+            self._open_each(events, spool_ids, seq, now)
 
-    def _open_each(self, events: list[Event], spool_ids: Iterable[int | None], now: float) -> None:
+    def _open_each(
+        self, events: list[Event], spool_ids: Iterable[int | None], first: int, now: float
+    ) -> None:
         """Encode ``events`` one by one into their groups' open batches (a pull at a time: this loop
         runs per event)."""
         encode = self.provider.encode
@@ -117,30 +135,33 @@ class Lane:
         group: _Group | None = None
         key: str | None = None
         added = 0
-        for event, spool_id in zip(events, spool_ids, strict=False):  # spool_ids may be endless
+        # spool_ids may be endless; seq numbers the events from ``first``
+        for event, spool_id, seq in zip(events, spool_ids, itertools.count(first), strict=False):
             try:
                 data = encode(event)
                 if group_key is not None:
                     key = group_key(event)
                     group = None
             except Exception as exc:
-                self._not_encoded(event, spool_id, exc)
+                self._not_encoded(event, spool_id, exc, seq)
                 continue
             if len(data) > room:
-                self.finish_dropped([event], "too_large", [spool_id])
+                self.finish_dropped([event], "too_large", [spool_id], [seq])
                 continue
             if group is None:
                 group = groups.get(key)
                 if group is None:
                     group = groups[key] = _Group(now)
             # tuple.__new__ skips the generated ``Encoded.__new__``: half the cost, once per event.
-            group.items.append(_new_tuple(Encoded, (event, data, spool_id)))
+            group.items.append(_new_tuple(Encoded, (event, data, spool_id, seq)))
             group.parts.append(data)
             group.bytes += len(data) + 1
             added += 1
         self.pending += added
 
-    def _open_bulk(self, events: list[Event], spool_ids: Iterable[int | None], now: float) -> None:
+    def _open_bulk(
+        self, events: list[Event], spool_ids: Iterable[int | None], first: int, now: float
+    ) -> None:
         """Encode ``events`` in one call into the open batch (ungrouped providers with ``wire``).
 
         When the run would not fit the batch's bytes whole, or cannot be encoded as one (an event
@@ -154,23 +175,26 @@ class Lane:
         group = self._groups.get(None)
         size = len(inner) + 1
         if not inner or size + (group.bytes if group is not None else 0) > self._body_room:
-            self._open_each(events, spool_ids, now)
+            self._open_each(events, spool_ids, first, now)
             return
         if group is None:
             group = self._groups[None] = _Group(now)
         # An Encoded per event without a Python step each: map and zip run in C.
-        encoded = zip(events, itertools.repeat(b""), spool_ids, strict=False)  # spool_ids may be endless
+        # spool_ids may be endless
+        encoded = zip(events, itertools.repeat(b""), spool_ids, itertools.count(first), strict=False)
         group.items.extend(map(_new_tuple, itertools.repeat(Encoded), encoded))
         group.parts.append(inner)
         group.bulk = True
         group.bytes += size
         self.pending += len(events)
 
-    def _not_encoded(self, event: Event, spool_id: int | None, error: Exception) -> None:
+    def _not_encoded(self, event: Event, spool_id: int | None, error: Exception, seq: int | None) -> None:
         """Count an event ``encode`` or ``wire`` refused (called in its ``except`` block)."""
         if isinstance(error, SkipEvent):
             self.skipped[error.reason] += 1
             self._finish(1, [spool_id])
+            if self._watches and seq is not None:
+                self._watched([seq], failed=False)  # by design: as good as delivered
             return
         limited.log(
             logging.ERROR,
@@ -179,13 +203,32 @@ class Lane:
             self.name,
             exc_info=True,
         )
-        self.finish_dropped([event], "encode_error", [spool_id])
+        self.finish_dropped([event], "encode_error", [spool_id], None if seq is None else [seq])
 
     def _spool_queued(self) -> None:
         """Everything the callers queued goes to the spool before it is worked on."""
         assert self.spool is not None
         events = self.queue.take_many(-1)
-        self.backlog.extend(zip(self.spool.add(self.name, events), events, strict=True))
+        ids, events = self._spool_add(events)
+        self.backlog.extend(zip(ids, events, strict=True))
+
+    def _spool_add(self, events: list[Event]) -> tuple[list[int | None], list[Event]]:
+        """Spool ``events``: their row ids and the events written. One the spool cannot write (a lone
+        surrogate in a string passes ``track()``'s fast path) is counted as ``encode_error``, as a
+        provider's encoder counts it; the others are written."""
+        assert self.spool is not None
+        try:
+            return self.spool.add(self.name, events), events
+        except Exception:  # rare: look for the culprit event by event, then write the rest at once
+            writable = []
+            for event in events:
+                try:
+                    encode_event(event)
+                except Exception as exc:
+                    self._not_encoded(event, None, exc, None)  # not numbered yet: no flush waits for it
+                else:
+                    writable.append(event)
+            return self.spool.add(self.name, writable), writable
 
     def reclaim(self) -> None:
         """Take over spooled events no live process holds, as far as the queue bound allows."""
@@ -269,6 +312,41 @@ class Lane:
     def _spool_ids(self, batch: Batch) -> list[int | None] | None:
         return [item.spool_id for item in batch.items] if self.spool is not None else None
 
+    def _seqs(self, items: Iterable[Encoded]) -> list[int] | None:
+        """The events' numbers, only while a flush waits (nobody needs them otherwise)."""
+        return [item.seq for item in items] if self._watches else None
+
+    def watch(self) -> _Watch:
+        """For ``flush`` (dispatcher thread): follow every event queued or held now until it finishes.
+
+        The queue's events move behind the lane's backlog first, so each of them, and each event
+        held, gets a number below the watch's target, and every later event one above it.
+        """
+        done = self.done
+        if self.spool is not None:
+            self._spool_queued()
+        else:
+            self.backlog.extend(zip(itertools.repeat(None), self.queue.take_many(-1)))
+        watch = _Watch(self._seq + len(self.backlog), self.queue.held)
+        watch.failed = self.done != done  # the spool could not write one of them: dropped already
+        self._watches.append(watch)
+        return watch
+
+    def unwatch(self, watch: _Watch) -> None:
+        self._watches.remove(watch)
+
+    def _watched(self, seqs: list[int], failed: bool) -> None:
+        """These events finished (``failed``: not delivered); per batch, and only while a flush waits."""
+        if not seqs:
+            return
+        for watch in self._watches:
+            target = watch.target
+            before = len(seqs) if max(seqs) < target else sum(1 for seq in seqs if seq < target)
+            if before:
+                watch.remaining -= before
+                if failed:
+                    watch.failed = True
+
     def finish_sent(self, batch: Batch, rejected: dict[int, str] | None = None) -> None:
         rejected = rejected or {}
         delivered = len(batch.items) - len(rejected)
@@ -276,8 +354,12 @@ class Lane:
         for index, reason in rejected.items():
             self._reject_one(batch.items[index].event, reason)
         self._finish(len(batch.items), self._spool_ids(batch))
+        if self._watches:
+            self._watched([batch.items[index].seq for index in rejected], failed=True)
+            accepted = [item.seq for index, item in enumerate(batch.items) if index not in rejected]
+            self._watched(accepted, failed=False)
         if batch_sent.receivers:
-            batch_sent.send(None, provider=self.name, count=delivered, rejected=len(rejected))
+            notify(batch_sent, provider=self.name, count=delivered, rejected=len(rejected))
 
     def finish_rejected(self, batch: Batch, reason: str, *, auth: bool = False) -> None:
         reason = redact(reason, self.provider.secrets())
@@ -296,22 +378,26 @@ class Lane:
         for item in batch.items:
             self._reject_one(item.event, reason)
         self._finish(len(batch.items), self._spool_ids(batch))
+        if self._watches:
+            self._watched([item.seq for item in batch.items], failed=True)
         if batch_failed.receivers:
-            batch_failed.send(None, provider=self.name, count=len(batch.items), reason=reason)
+            notify(batch_failed, provider=self.name, count=len(batch.items), reason=reason)
 
     def _reject_one(self, event: Event, reason: str) -> None:
         self.rejected += 1
         self.rejected_reasons[reason.split(":", 1)[0]] += 1
         if event_dropped.receivers:
-            event_dropped.send(None, event=event, provider=self.name, reason=f"rejected: {reason}")
+            notify(event_dropped, event=event, provider=self.name, reason=f"rejected: {reason}")
 
     def finish_failed(self, batch: Batch, reason: str) -> None:
-        """Given up (retry deadline, shutdown): counted as dropped with ``reason``.
+        """Given up (retry deadline, shutdown, dispatcher error): counted as dropped with ``reason``.
 
         At a stop with a working spool nothing is given up: the events stay for the next process.
         """
-        if reason == "shutdown" and self.spool is not None and self.spool.working:
+        if reason in ("shutdown", "dispatcher_error") and self.spool is not None and self.spool.working:
             self._keep([(item.spool_id, item.event) for item in batch.items])
+            if self._watches:
+                self._watched([item.seq for item in batch.items], failed=True)  # kept is not delivered
             return
         limited.log(
             logging.ERROR,
@@ -321,18 +407,28 @@ class Lane:
             len(batch.items),
             reason,
         )
-        self.finish_dropped([item.event for item in batch.items], reason, self._spool_ids(batch))
+        self.finish_dropped(
+            [item.event for item in batch.items], reason, self._spool_ids(batch), self._seqs(batch.items)
+        )
         if batch_failed.receivers:
-            batch_failed.send(None, provider=self.name, count=len(batch.items), reason=reason)
+            notify(batch_failed, provider=self.name, count=len(batch.items), reason=reason)
 
     def finish_dropped(
-        self, events: list[Event], reason: str, spool_ids: list[int | None] | None = None
+        self,
+        events: list[Event],
+        reason: str,
+        spool_ids: list[int | None] | None = None,
+        seqs: list[int] | None = None,
     ) -> None:
+        """Count ``events`` as dropped; ``seqs``: their numbers, for a waiting flush (``None`` for
+        events not numbered yet, which no flush can be waiting for, or at a stop, which ends them all)."""
         self.dropped[reason] += len(events)
         self._finish(len(events), spool_ids)
+        if self._watches and seqs is not None:
+            self._watched(seqs, failed=True)
         if event_dropped.receivers:
             for event in events:
-                event_dropped.send(None, event=event, provider=self.name, reason=reason)
+                notify(event_dropped, event=event, provider=self.name, reason=reason)
 
     def stop_everything(self, reason: str = "shutdown") -> int:
         """At a stop past its deadline: what is still open or queued is kept in the spool for the
@@ -356,11 +452,13 @@ class Lane:
         assert self.spool is not None
         unspooled = [event for spool_id, event in entries if spool_id is None]
         ids: list[int | None] = [spool_id for spool_id, _ in entries if spool_id is not None]
-        ids.extend(self.spool.add(self.name, unspooled))
+        added, written = self._spool_add(unspooled)  # an event it cannot write is counted there
+        ids.extend(added)
         self.spool.release(ids)
-        self.left_in_spool += len(entries)
-        self.queue.held -= len(entries)
-        self.done += len(entries)
+        kept = len(entries) - len(unspooled) + len(written)
+        self.left_in_spool += kept
+        self.queue.held -= kept
+        self.done += kept
 
     # -- reading -------------------------------------------------------------------------------
     def completed(self) -> int:
@@ -374,11 +472,17 @@ class Lane:
         return self.rejected + sum(self.dropped.values()) + sum(self.queue.dropped.values())
 
     def snapshot(self, waiting: int = 0) -> dict[str, object]:
-        """The counters ``stats()`` shows; ``waiting``: events bound for every provider not yet queued."""
+        """The counters ``stats()`` shows; ``waiting``: events bound for every provider not yet queued.
+
+        ``enqueued`` counts every event handed to this provider, including those its full queue
+        refused (drop-newest) or pushed out (drop-oldest), so under either overflow policy
+        ``sent + rejected + dropped + skipped + left_in_spool + queued == enqueued``.
+        """
         dropped = Counter(self.dropped)
         dropped.update(self.queue.dropped)
         return {
-            "enqueued": self.done + self.queue.evicted + self.outstanding() + waiting,
+            # queue.dropped: the refused or evicted ones (the evicted are not in ``done``).
+            "enqueued": self.done + self.queue.dropped.total() + self.outstanding() + waiting,
             "sent": self.sent,
             "retried": self.retried,
             "rejected": self.rejected,

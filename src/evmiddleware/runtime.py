@@ -24,7 +24,7 @@ from .dispatcher import Dispatcher
 from .errors import EventError
 from .events import Event, refill_ids, request_event
 from .lane import Lane
-from .signals import event_dropped
+from .signals import event_dropped, notify, receiver_errors_snapshot
 from .spool import check_spool
 from .spool import fork_guard as spool_fork_guard
 
@@ -215,7 +215,7 @@ class Runtime:
             f": {detail}" if detail else "",
         )
         if event_dropped.receivers:
-            event_dropped.send(None, event=event, provider=None, reason=reason)
+            notify(event_dropped, event=event, provider=None, reason=reason)
 
     def flush(self, timeout: float | None) -> bool:
         if not self.dispatcher.started and not self.intake and not any(q.items for q in self.queues):
@@ -243,6 +243,7 @@ class Runtime:
             "dropped": dropped,
             "capture_errors": capture.errors() if capture is not None else {},
             "spool_errors": self.dispatcher.spool_errors,
+            "receiver_errors": receiver_errors_snapshot(),
             "disabled": self.disabled,
         }
 

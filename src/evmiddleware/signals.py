@@ -12,11 +12,24 @@ Example::
 ``False`` to veto the event or a new :class:`~evmiddleware.Event` (``event._replace(...)``) to change
 it. The others are sent from the dispatcher thread (``event_dropped`` also from the caller's thread
 when the queue is full); keep receivers quick and never block in them.
+
+A receiver that raises never breaks the pipeline nor the caller: the exception is logged
+(rate-limited) and counted in ``stats()["receiver_errors"]``, and the other receivers still run. An
+``event_tracked`` receiver that raises vetoes its event (counted as dropped, ``receiver_error``):
+it may have been there to remove something that must not leave the process.
 """
 
 from __future__ import annotations
 
-from blinker import Namespace
+import inspect
+import logging
+import threading
+from collections import Counter
+from typing import Any
+
+from blinker import NamedSignal, Namespace
+
+from ._log import limited
 
 __all__ = ["event_tracked", "batch_sent", "batch_failed", "event_dropped"]
 
@@ -30,3 +43,47 @@ batch_sent = _signals.signal("evmiddleware.batch_sent")
 batch_failed = _signals.signal("evmiddleware.batch_failed")
 #: kwargs: ``event`` (may be ``None``), ``provider`` (``None`` before any provider saw it), ``reason``.
 event_dropped = _signals.signal("evmiddleware.event_dropped")
+
+
+#: Exceptions raised by receivers, by signal name: see ``stats()["receiver_errors"]``.
+receiver_errors: Counter[str] = Counter()
+_errors_lock = threading.Lock()
+
+
+def receiver_errors_snapshot() -> dict[str, int]:
+    with _errors_lock:
+        return dict(receiver_errors)
+
+
+#: What :func:`notify` gives for a receiver that raised.
+FAILED = object()
+
+
+def notify(signal: NamedSignal, **kwargs: Any) -> list[object]:
+    """Send ``signal`` (sender ``None``) to each receiver; their return values, in order.
+
+    Every send of ours goes through here rather than ``signal.send``: a receiver's exception is
+    logged and counted, and gives :data:`FAILED`, instead of reaching ``track()``'s caller or
+    leaving the dispatcher's counters half updated. Callers test ``signal.receivers`` first, so
+    nothing is spent here without receivers.
+    """
+    if signal.is_muted:
+        return []
+    results: list[object] = []
+    for receiver in signal.receivers_for(None):
+        try:
+            if inspect.iscoroutinefunction(receiver):  # as blinker's send: it would never run
+                raise TypeError("cannot send to a coroutine function")
+            results.append(receiver(None, **kwargs))
+        except Exception:
+            with _errors_lock:
+                receiver_errors[signal.name] += 1
+            limited.log(
+                logging.ERROR,
+                f"receiver:{signal.name}",
+                "evmiddleware: a receiver of %s raised; ignored",
+                signal.name,
+                exc_info=True,
+            )
+            results.append(FAILED)
+    return results

@@ -137,7 +137,11 @@ class Spool:
         self._connection = None
 
     def add(self, provider: str, events: Sequence[Event]) -> list[int | None]:
-        """Persist ``events`` leased to this process; their row ids (``None`` when not spooled)."""
+        """Persist ``events`` leased to this process; their row ids (``None`` when not spooled).
+
+        Raises (``ValueError``, ``TypeError``) when an event cannot be written, e.g. a lone surrogate
+        in a string: then nothing is stored, and the caller finds and counts the event at fault.
+        """
         connection = self._connection
         if connection is None or not events:
             return [None] * len(events)

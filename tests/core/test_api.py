@@ -137,6 +137,38 @@ def test_event_tracked_receiver_can_veto_and_change_events(memory_sink):
     assert evmiddleware.stats()["dropped"] == {"vetoed": 1}
 
 
+def test_a_raising_event_dropped_receiver_never_reaches_the_caller_and_is_counted(memory_sink, caplog_evm):
+    def broken(sender, **kwargs):
+        raise RuntimeError("metrics backend down")
+
+    seen = []
+    before = evmiddleware.stats()["receiver_errors"].get("evmiddleware.event_dropped", 0)
+    with (
+        signals.event_dropped.connected_to(broken),
+        signals.event_dropped.connected_to(lambda sender, **kwargs: seen.append(kwargs["reason"])),
+    ):
+        assert evmiddleware.track("orphan") is None  # dropped, and the receiver raised: still no raise
+    assert seen == ["no_identity"]  # the other receiver still ran
+    stats = evmiddleware.stats()
+    assert stats["dropped"] == {"no_identity": 1}
+    assert stats["receiver_errors"]["evmiddleware.event_dropped"] == before + 1
+    assert "metrics backend down" in caplog_evm.text
+
+
+def test_a_raising_event_tracked_receiver_drops_its_event_and_the_veto_still_works(memory_sink):
+    def receiver(sender, event):
+        if event.name == "broken":
+            raise RuntimeError("scrubber failed")
+        return event.name != "secret"
+
+    with signals.event_tracked.connected_to(receiver):
+        assert evmiddleware.track("broken", user_id="u") is None
+        assert evmiddleware.track("secret", user_id="u") is None
+        assert evmiddleware.track("public", user_id="u") is not None
+    assert [event.name for event in delivered(memory_sink)] == ["public"]
+    assert evmiddleware.stats()["dropped"] == {"receiver_error": 1, "vetoed": 1}
+
+
 def test_stats_count_per_provider(memory_sink):
     for i in range(3):
         evmiddleware.track("e", {"i": i}, user_id="u")

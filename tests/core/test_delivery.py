@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 import evmiddleware
 from evmiddleware.providers.sinks import MemorySink
 from tests.httpserver import Answer, RecordingServer
@@ -184,3 +186,134 @@ def test_a_dispatcher_that_dies_counts_every_event_it_held_and_every_later_one(m
     assert stats["providers"]["memory"]["dropped"] == {"dispatcher_error": 3}
     assert stats["dropped"] == {"dispatcher_error": 1}
     assert "bug in the dispatcher" in caplog_evm.text
+
+
+@pytest.mark.parametrize("retry_after", ["0", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_a_retry_after_of_zero_or_in_the_past_still_backs_off(retry_after):
+    with RecordingServer(lambda s, r: Answer(503, b"busy", {"Retry-After": retry_after})) as server:
+        configure_flokit(server.url, retry_deadline=0.5)
+        evmiddleware.track("e", user_id="u")
+        assert not evmiddleware.flush(10)
+        requests = len(server.received)
+    # Backoff from 0.05 s doubling to 0.2 s, full jitter: about ten requests in half a second, where
+    # taking the header's 0 as the delay sent thousands.
+    assert 2 <= requests < 40, requests
+    assert evmiddleware.stats()["providers"]["flokit"]["dropped"] == {"retry_deadline": 1}
+
+
+def test_a_huge_retry_after_pauses_the_provider_no_longer_than_the_retry_deadline():
+    def script(server, received):
+        if len(server.received) == 1:
+            return Answer(429, b"slow down", {"Retry-After": "1000000000"})
+        return Answer()
+
+    with RecordingServer(script) as server:
+        configure_flokit(server.url, retry_deadline=0.5)
+        evmiddleware.track("first", user_id="u")
+        assert not evmiddleware.flush(10)  # past the retry deadline: failed at once
+        evmiddleware.track("second", user_id="u")
+        started = time.monotonic()
+        assert evmiddleware.flush(10)
+        assert time.monotonic() - started < 3.0
+        assert [e["event"] for e in server.events()] == ["first", "second"]
+    assert evmiddleware.stats()["providers"]["flokit"]["dropped"] == {"retry_deadline": 1}
+
+
+@pytest.mark.parametrize("policy", ["drop_newest", "drop_oldest"])
+def test_every_event_of_an_overflowing_queue_is_enqueued_and_finished_once_under_either_policy(policy):
+    release = threading.Event()
+    with RecordingServer(lambda s, r: Answer(hold=release)) as server:
+        configure_flokit(server.url, max_queue=10, overflow=policy)
+        for i in range(30):
+            evmiddleware.track("e", {"i": i}, user_id="u")
+        release.set()
+        evmiddleware.flush(10)
+        row = evmiddleware.stats()["providers"]["flokit"]
+    finished = row["sent"] + row["rejected"] + sum(row["dropped"].values()) + sum(row["skipped"].values())
+    assert (row["enqueued"], row["queued"], finished) == (30, 0, 30), row
+    assert row["dropped"]["queue_full"] == 30 - row["sent"]
+
+
+def test_a_raising_receiver_on_the_dispatcher_thread_leaves_every_event_counted_and_flush_prompt():
+    def broken(sender, **kwargs):
+        raise RuntimeError("metrics backend down")
+
+    with RecordingServer(lambda s, r: Answer(400, b'{"error":"bad"}')) as server:
+        configure_flokit(server.url)
+        signals = evmiddleware.signals
+        with signals.event_dropped.connected_to(broken), signals.batch_failed.connected_to(broken):
+            for i in range(3):
+                evmiddleware.track("e", {"i": i}, user_id="u")
+            started = time.monotonic()
+            assert not evmiddleware.flush(10)
+            assert time.monotonic() - started < 5.0
+        assert len(server.received) == 1
+    row = evmiddleware.stats()["providers"]["flokit"]
+    assert (row["rejected"], row["queued"], row["enqueued"]) == (3, 0, 3)
+
+
+def test_a_dispatcher_that_dies_releases_a_waiting_flush_and_counts_the_batch_in_flight(monkeypatch):
+    import asyncio
+
+    from evmiddleware.dispatcher import Dispatcher
+    from evmiddleware.providers.base import Limits
+
+    async def broken(self, tasks):
+        await asyncio.sleep(0.3)
+        raise RuntimeError("bug in the dispatcher")
+
+    class SlowSink(MemorySink):  # the first batch is still in flight when the thread dies
+        async def send(self, batch, client):
+            await asyncio.sleep(30)
+            return await super().send(batch, client)
+
+    monkeypatch.setattr(Dispatcher, "_until_stopped", broken)
+    # One event per request, one request at a time: the second event waits in an open batch.
+    sink = SlowSink(Limits(max_events=1, max_bytes=10**6, max_in_flight=1))
+    evmiddleware.configure(providers=[sink], flush_interval=0.01)
+    evmiddleware.track("e", user_id="u")
+    evmiddleware.track("e", user_id="u")
+    result: list[bool] = []
+    waiting = threading.Thread(target=lambda: result.append(evmiddleware.flush(None)), daemon=True)
+    waiting.start()
+    waiting.join(5)
+    assert result == [False]
+    assert evmiddleware.stats()["providers"]["memory"]["dropped"] == {"dispatcher_error": 2}
+
+
+def wait_until(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return predicate()
+
+
+@pytest.mark.parametrize("first_delivered", [False, True], ids=["earlier fails", "later fails"])
+def test_flush_answers_for_the_events_queued_before_it_not_for_later_ones(first_delivered):
+    release = threading.Event()
+    good, bad = Answer(200, b'{"success":true}'), Answer(400, b'{"error":"bad event"}')
+
+    def script(server, received):
+        if received.json()["event"]["event"] == "earlier":
+            release.wait(10)
+            return good if first_delivered else bad
+        return bad if first_delivered else good
+
+    with RecordingServer(script) as server:
+        evmiddleware.configure(
+            flywheel_api_key="fw_test_123456", flywheel_url=server.url, flush_interval=0.05
+        )
+        evmiddleware.track("earlier", user_id="u")
+        assert wait_until(lambda: len(server.received) == 1)  # in flight, its answer held
+        result: list[bool] = []
+        waiting = threading.Thread(target=lambda: result.append(evmiddleware.flush(10)), daemon=True)
+        waiting.start()
+        dispatcher = evmiddleware.runtime.current().dispatcher
+        assert wait_until(lambda: bool(dispatcher._waiters))  # the flush has begun
+        evmiddleware.track("later", user_id="u")
+        assert wait_until(lambda: len(server.received) == 2)
+        time.sleep(0.2)  # the later event is answered meanwhile: it must not end the flush
+        assert result == []
+        release.set()
+        waiting.join(10)
+    assert result == [first_delivered]

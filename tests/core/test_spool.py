@@ -187,3 +187,21 @@ def test_spool_command_line_retry_sends_leased_rows_now(tmp_path, capsys, monkey
         assert cli.main(["spool", "retry", path, "--timeout", "10"]) == 0
         assert len(server.events()) == 1
     assert "0 still in the spool" in capsys.readouterr().out
+
+
+def test_an_event_the_spool_cannot_write_is_counted_and_the_rest_of_its_pull_delivered(tmp_path):
+    spool = tmp_path / "spool.db"
+    with RecordingServer() as server:
+        configure(server.url, spool)
+        evmiddleware.track("e", {"i": -1}, user_id="u")
+        assert evmiddleware.flush(10)  # the name is known now: the next calls take track()'s fast path
+        for i in range(5):
+            evmiddleware.track("e", {"i": i}, user_id="u")
+        assert evmiddleware.track("e", {"bad": "\ud800"}, user_id="u") is not None  # a lone surrogate
+        for i in range(5, 10):
+            evmiddleware.track("e", {"i": i}, user_id="u")
+        assert not evmiddleware.flush(10)  # finished promptly; one event not delivered
+        assert sorted(e["properties"]["i"] for e in server.events()) == list(range(-1, 10))
+    row = evmiddleware.stats()["providers"]["flokit"]
+    assert (row["sent"], row["dropped"], row["queued"], row["enqueued"]) == (11, {"encode_error": 1}, 0, 12)
+    assert rows(spool) == 0

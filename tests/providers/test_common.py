@@ -164,3 +164,14 @@ def test_key_with_white_space_is_a_configuration_error_without_the_key(name):
     with pytest.raises(ConfigurationError) as error:
         load_settings({}, {**ON[name], key_var: "abc def"})
     assert "abc def" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_key_crossing_the_cut_of_the_error_text_never_shows_in_part(name):
+    provider = build(name)
+    # The key spans characters 290-310 of the answer: the 300-character cut falls inside it.
+    text = "x" * 285 + " key " + SECRET + " is not valid"
+    result = provider.interpret(response(400, text=text), batch(provider, event()))
+    assert result.outcome == "rejected"
+    assert SECRET[:8] not in result.reason
+    assert len(result.reason) <= 320
