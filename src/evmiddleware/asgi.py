@@ -11,8 +11,12 @@ event should name the exception; the duration still ends with the last byte. ``w
 other scopes pass through untouched; ``lifespan`` flushes on shutdown (see :mod:`.lifecycle`).
 
 The route is, in order: the template the framework recorded after routing (Starlette and FastAPI set
-``scope["route"]``; ``{item_id:int}`` is recorded as ``{item_id}``, and a ``Mount``'s matched prefix
-is prepended), then ``route_resolver(scope)`` if configured, then the raw path.
+``scope["route"]``; ``{item_id:int}`` is recorded as ``{item_id}``, and below a ``Mount`` the mounts'
+own templates are prepended: ``/users/{uid}/items/{iid}``), then ``route_resolver(scope)`` if
+configured, then the raw path.
+
+A client gone while the response is sent is recorded as a disconnect, not a 500, also when the server
+says so by raising ``OSError`` from ``send`` (ASGI spec 2.4; Starlette then raises ``ClientDisconnect``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 from . import capture as _capture
 from .capture import Capture, CaptureOptions, RequestState, _failed
+from .capture_options import _sync_user_id_only
 from .context import _current
 from .lifecycle import ASGIApp, Message, Receive, Send, install_signal_handler, run_lifespan
 
@@ -48,8 +53,15 @@ class EventMiddleware:
     def __init__(self, app: ASGIApp, options: CaptureOptions | None = None, **overrides: Any) -> None:
         self.app = app
         self.capture = Capture(options, **overrides)
+        _sync_user_id_only(self.capture.options)
         if self.capture.options.install_signal_handler:
             install_signal_handler()
+
+    @property
+    def routes(self) -> list[Any]:
+        """The wrapped app's routes, as Starlette's ``Mount`` looks for them: the router mounted under
+        this middleware stays visible (``url_for``, and the route templates of requests below it)."""
+        return list(getattr(self.app, "routes", None) or [])
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or STATE_KEY in scope:
@@ -95,7 +107,13 @@ class EventMiddleware:
             await self.app(scope, receive_tracked, send_tracked)
         except BaseException as exc:
             if not state.done:
-                self._finish(state, scope, root_path, exc)
+                if _client_left(exc, send):  # the client left: no app error
+                    state.disconnected = True
+                    if state.ended is not None:  # the 5xx page the framework sent for this very
+                        state.status = None  # exception (see _send_last) reached no one: 499
+                    self._finish(state, scope, root_path, None)
+                else:
+                    self._finish(state, scope, root_path, exc)
             raise
         finally:
             _leave(token)
@@ -152,12 +170,98 @@ def _take_route(state: RequestState, scope: MutableMapping[str, Any], root_path:
             template = _strip_converters(path)
             if len(_templates) < 4096:  # routes are finite; the bound guards against generated ones
                 _templates[path] = template
-        mount = scope.get("root_path", "")
-        if len(mount) > len(root_path):
-            template = mount[len(root_path) :] + template
-        state.route = template
+        if len(scope.get("root_path", "")) > len(root_path):  # below a Mount: rare, so the work is here
+            state.route = _mounted(scope, route, template, root_path)
+        else:
+            state.route = template
     except Exception as exc:
         _failed("asgi_route", exc)
+
+
+# (root_path, root_path at the middleware, id(router), id(route)) -> (route, template): one walk per
+# mount text and route. A Mount with a parameter makes one key per value, hence the bound.
+_mounted_cache: dict[tuple[str, str, int, int], tuple[object, str | None]] = {}
+
+
+def _mounted(scope: MutableMapping[str, Any], route: object, tail: str, root_path: str) -> str | None:
+    """The template of a route reached through Mounts, or ``None`` (the raw path) when the mounts
+    cannot be seen.
+
+    ``scope["root_path"]`` grew by the text each Mount matched (``/users/42``: values, not names), and
+    ``scope["route"]`` is the innermost route a router recorded: the inner route when the mounted app
+    routes (its router overwrote it), the ``Mount`` itself when it does not (``StaticFiles``, or a
+    mounted app that matched nothing), and only an inner route on Starlette < 1 (only FastAPI's routes
+    set it there). So the mounts are found again from the outermost router (``scope["router"]``) by
+    matching the grown text against the Mounts only, and their own paths make the template.
+    """
+    full = scope.get("root_path", "")
+    router = scope.get("router")
+    key = (full, root_path, id(router), id(route))
+    cached = _mounted_cache.get(key)
+    if cached is not None and cached[0] is route:
+        return cached[1]
+    # Mounts match from the top-level root_path on (app_root_path); those matched before this
+    # middleware (it may sit inside a Mount) are not part of its templates.
+    base = scope.get("app_root_path", root_path)
+    template = None
+    if full.startswith(base) and len(root_path) >= len(base):
+        routes = getattr(router, "routes", None)
+        if routes:
+            skip = len(root_path) - len(base)
+            template = _through_mounts(routes, full[len(base) :], 0, skip, route, tail, 0)
+    if len(_mounted_cache) >= 4096:
+        _mounted_cache.clear()
+    _mounted_cache[key] = (route, template)
+    return template
+
+
+def _through_mounts(
+    routes: Any, rest: str, at: int, skip: int, route: object, tail: str, depth: int
+) -> str | None:
+    """The template for ``rest`` (what is left of the grown root_path, from offset ``at``) matched by
+    Mounts among ``routes`` and below; ``None`` when no chain of Mounts matches it all. Mounts that
+    start before offset ``skip`` were matched outside this middleware and add nothing."""
+    if depth > 16:  # Mounts of an empty path can nest (or loop) without consuming any text
+        return None
+    for node in routes:
+        path, regex = getattr(node, "path", None), getattr(node, "path_regex", None)
+        if not isinstance(path, str) or regex is None or not hasattr(node, "routes"):
+            continue  # not a Mount (routes and Hosts never grow root_path)
+        match = regex.match(rest + "/")  # a Mount's regex is its path + "/{path:path}"
+        remaining = match.groupdict().get("path") if match is not None else None
+        if not isinstance(remaining, str):
+            continue
+        used = len(rest) - len(remaining)
+        own = _strip_converters(path) if at >= skip else ""
+        if used == len(rest):
+            return own if node is route else own + tail
+        inner = _through_mounts(node.routes, rest[used:], at + used, skip, route, tail, depth + 1)
+        if inner is not None:
+            return own + inner
+    return None
+
+
+def _client_left(exc: BaseException, send: Send) -> bool:
+    """True when ``exc`` says the client went away: Starlette's ``ClientDisconnect`` (by name: the core
+    imports no framework), or an ``OSError`` raised by the server's ``send`` (ASGI spec 2.4), which
+    Starlette's streaming response turns into ``ClientDisconnect``. An ``OSError`` of the app's own
+    (a file, a database) is an error: only one the server's ``send`` raised counts."""
+    group = getattr(exc, "exceptions", None)  # an exception group (Starlette < 0.28 streams in a task group)
+    if isinstance(group, tuple) and group:
+        return all(_client_left(inner, send) for inner in group)
+    if type(exc).__name__ == "ClientDisconnect":
+        if not isinstance(exc.__context__, OSError):  # request.body() after http.disconnect
+            return True
+        exc = exc.__context__
+    if not isinstance(exc, OSError):
+        return False
+    code = getattr(send, "__code__", None)  # a function's or a bound method's
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _strip_converters(path: str) -> str:

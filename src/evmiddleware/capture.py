@@ -34,7 +34,7 @@ from urllib.parse import unquote_plus
 from . import runtime as _rt
 from ._log import limited
 from .api import record_request_event
-from .capture_options import SECRET_WORDS, CaptureOptions, _checked, looks_secret
+from .capture_options import SECRET_WORDS, CaptureOptions, _checked, _is_async, looks_secret
 from .context import RequestContext
 from .errors import ConfigurationError
 from .identity import (
@@ -206,7 +206,9 @@ class Capture:
         self._sample = options.sample_rate
         self._dnt = options.respect_dnt
         self._consent = options.consent
-        self._user_id = options.user_id_resolver
+        # An async user id resolver is never called here: an integration that awaits it calls it (Django,
+        # on its async path); the ASGI and WSGI middlewares refuse one (``_sync_user_id_only``).
+        self._user_id = None if _is_async(options.user_id_resolver) else options.user_id_resolver
         self._route = options.route_resolver
         self._ip = options.capture_ip
         self._trust_all = "*" in options.trusted_proxies
@@ -254,7 +256,8 @@ class Capture:
         """:meth:`start` for an ASGI HTTP scope; hooks get ``request`` or the scope.
 
         Of the scope's headers (lower-case names) ``start`` gets the ones it reads: the first of a
-        repeated name, and every ``Cookie`` field (HTTP/2 may split cookies over several).
+        repeated name, every ``Cookie`` field (HTTP/2 may split cookies over several) and every
+        ``X-Forwarded-Proto`` line joined with ", " (each proxy may add its own line; the last is trusted).
         """
         try:
             # One Python loop with one dict lookup per header, here rather than in a helper of its own:
@@ -268,6 +271,8 @@ class Capture:
                         headers[key] = value.decode("latin-1")
                     elif key == "cookie":
                         headers[key] += "; " + value.decode("latin-1")
+                    elif key == "x-forwarded-proto":  # joined as WSGI servers do: the last one is ours
+                        headers[key] += ", " + value.decode("latin-1")
             client = scope.get("client")
             query_string = scope.get("query_string")
             return self.start(
@@ -489,6 +494,12 @@ class Capture:
 
     def _query_props(self, query_string: str, props: dict[str, Any]) -> None:
         """``utm_*`` and configured parameters, first occurrence wins; secret-looking keys never."""
+        if not query_string.isascii():
+            # Raw bytes arrive as latin-1 text (ASGI's bytes decoded so, PEP 3333): read them as the UTF-8
+            # browsers send. Strict, keeping the text when that fails: a server (Django under ASGI)
+            # may have decoded it already, and "café" must not become "caf\ufffd".
+            with contextlib.suppress(UnicodeError):
+                query_string = query_string.encode("latin-1").decode("utf-8")
         for part in query_string.split("&", _MAX_QUERY_PARTS)[:_MAX_QUERY_PARTS]:
             key, _, value = part.partition("=")
             if "%" in key or "+" in key:
@@ -506,7 +517,13 @@ class Capture:
 def _hook(where: str, hook: Callable[[Any], Any], request: Any, default: Any) -> Any:
     """Run a user hook; its failure costs the request nothing but its answer (``default``)."""
     try:
-        return hook(request)
+        answer = hook(request)
+        if hasattr(answer, "__await__"):  # async hooks are refused at start-up; one wrapped slipped by
+            close = getattr(answer, "close", None)
+            if close is not None:  # no "coroutine was never awaited" warning
+                close()
+            raise TypeError(f"the {where} hook returned an awaitable; hooks here must be plain functions")
+        return answer
     except Exception as exc:
         _failed(where, exc)
         return default

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import inspect
 import re
 from collections.abc import Callable
 from typing import Any
@@ -105,6 +107,31 @@ class CaptureOptions:
         for hook in ("consent", "user_id_resolver", "route_resolver"):
             if getattr(self, hook) is not None and not callable(getattr(self, hook)):
                 raise ConfigurationError(f"{hook}: {getattr(self, hook)!r} is not callable")
+        # Called without await on the request path, a coroutine would stand for the answer (always
+        # consent, its repr as the route). The user id resolver is checked by each middleware instead:
+        # Django's awaits an async one.
+        for hook in ("consent", "route_resolver"):
+            if _is_async(getattr(self, hook)):
+                raise ConfigurationError(f"{hook}: {getattr(self, hook)!r} is async; give a plain function")
+
+
+def _is_async(hook: Any) -> bool:
+    """True when calling ``hook`` returns an awaitable: an ``async def`` function (also wrapped with
+    ``functools.wraps`` or ``partial``) or an object whose ``__call__`` is one."""
+    if hook is None:
+        return False
+    with contextlib.suppress(ValueError):  # a __wrapped__ cycle
+        hook = inspect.unwrap(hook)
+    return inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__)
+
+
+def _sync_user_id_only(options: CaptureOptions) -> None:
+    """Refuse an async ``user_id_resolver``: the ASGI and WSGI middlewares call it without ``await``."""
+    if _is_async(options.user_id_resolver):
+        raise ConfigurationError(
+            f"user_id_resolver: {options.user_id_resolver!r} is async; this middleware calls it on the"
+            " request path without await: give a plain function"
+        )
 
 
 def _checked(setting: str, check: Callable[..., Any], *args: Any) -> Any:

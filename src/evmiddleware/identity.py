@@ -127,8 +127,8 @@ def _klaviyo(raw: str) -> str | None:
     text = unquote(raw).strip().strip('"')
     try:
         data = json.loads(base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_"))
-    except (ValueError, binascii.Error):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        return None
+    except (ValueError, binascii.Error, RecursionError):  # JSON nested too deep: RecursionError
+        return None  # UnicodeDecodeError and JSONDecodeError are ValueErrors
     exchange_id = data.get("$exchange_id") if isinstance(data, dict) else None
     return exchange_id if isinstance(exchange_id, str) else None
 

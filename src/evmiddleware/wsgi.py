@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any, Optional
 
 from .capture import Capture, CaptureOptions, RequestState
+from .capture_options import _sync_user_id_only
 from .context import _current
 from .lifecycle import install_signal_handler
 
@@ -52,6 +53,7 @@ class EventMiddleware:
     def __init__(self, app: WSGIApp, options: CaptureOptions | None = None, **overrides: Any) -> None:
         self.app = app
         self.capture = Capture(options, **overrides)
+        _sync_user_id_only(self.capture.options)
         if self.capture.options.install_signal_handler:
             install_signal_handler()
 

@@ -593,3 +593,167 @@ def test_klaviyo_exchange_id_travels_as_an_alias_on_every_request(tracked):
     (event,) = request_events(tracked)
     assert event.anonymous_id == "known"  # ours is kept; Klaviyo's id joins as an alias
     assert event.aliases == {"klaviyo_exchange_id": "kx.Abc"}
+
+
+# -- Mounts ---------------------------------------------------------------------------------------
+class PassThrough:
+    """A plain ASGI middleware around a mounted app: the app's router is out of sight."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        await self.app(scope, receive, send)
+
+
+def test_a_route_below_mounts_is_recorded_with_the_mounts_own_templates(tracked, tmp_path):
+    from starlette.staticfiles import StaticFiles
+
+    (tmp_path / "a.txt").write_text("a")
+    ok = lambda request: PlainTextResponse("ok")  # noqa: E731
+    app = EventMiddleware(
+        Starlette(
+            routes=[
+                Mount("/static", StaticFiles(directory=tmp_path)),  # no router inside
+                Mount("/users/{uid}", routes=[Route("/items/{iid:int}", ok)]),
+                Mount("/sub", Starlette(routes=[Route("/x", ok)])),
+                Mount("/v1", routes=[Mount("/org/{org}", routes=[Route("/x", ok)])]),
+                Mount("/wrapped", PassThrough(Starlette(routes=[Route("/y/{n}", ok)]))),
+            ]
+        )
+    )
+    with TestClient(app) as client:
+        for path in ("/static/a.txt", "/users/42/items/7", "/users/43/items/8", "/sub/x", "/sub/nothing"):
+            client.get(path)
+        client.get("/v1/org/acme/x")
+        client.get("/wrapped/y/5")
+    routes = [(e.properties["path"], e.properties["route"]) for e in request_events(tracked)]
+    assert routes == [
+        ("/static/a.txt", "/static"),  # was "/static/static"
+        ("/users/42/items/7", "/users/{uid}/items/{iid}"),  # was "/users/42/items/{iid}"
+        ("/users/43/items/8", "/users/{uid}/items/{iid}"),
+        ("/sub/x", "/sub/x"),
+        ("/sub/nothing", "/sub"),  # a 404 inside the mounted app: was "/sub/sub"
+        ("/v1/org/acme/x", "/v1/org/{org}/x"),
+        ("/wrapped/y/5", "/wrapped/y/{n}"),
+    ]
+
+
+def test_a_middleware_inside_a_mount_records_templates_from_where_it_sits(tracked):
+    ok = lambda request: PlainTextResponse("ok")  # noqa: E731
+    inner = Starlette(routes=[Route("/plain", ok), Mount("/users/{uid}", routes=[Route("/items", ok)])])
+    outer = Starlette(routes=[Mount("/api/{version}", EventMiddleware(inner))])
+    with TestClient(outer) as client:
+        client.get("/api/v2/plain")
+        client.get("/api/v2/users/42/items")
+    routes = [e.properties["route"] for e in request_events(tracked)]
+    assert routes == ["/plain", "/users/{uid}/items"]
+
+
+# -- the server's send raising: ASGI spec 2.4 ----------------------------------------------------
+def run_asgi_24(app, fail_at: int, path: str = "/"):
+    """Call ``app`` on a spec-2.4 server whose ``send`` raises OSError from message ``fail_at`` on (the
+    client is gone); returns the messages sent and what propagated."""
+    sent = []
+
+    async def receive():
+        await asyncio.sleep(5)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        if len(sent) >= fail_at:
+            raise OSError("client gone")
+        sent.append(message)
+
+    scope = http_scope(path)
+    scope["asgi"] = {"version": "3.0", "spec_version": "2.4"}
+    try:
+        asyncio.run(app(scope, receive, send))
+    except Exception as exc:
+        return sent, exc
+    return sent, None
+
+
+def test_a_send_failing_under_starlettes_streaming_response_is_a_disconnect(tracked):
+    from starlette.requests import ClientDisconnect
+
+    async def chunks():
+        for _ in range(5):
+            yield b"x" * 10
+
+    app = EventMiddleware(Starlette(routes=[Route("/s", lambda request: StreamingResponse(chunks()))]))
+    _, raised = run_asgi_24(app, fail_at=2, path="/s")
+    assert isinstance(raised, ClientDisconnect)  # propagates unchanged
+    (event,) = request_events(tracked)
+    assert (event.properties["status_code"], event.properties.get("disconnected")) == (200, True)
+    assert "error_type" not in event.properties  # was 500, "ClientDisconnect"
+
+
+@pytest.mark.parametrize("fail_at", [0, 1, 2])
+def test_a_send_raising_oserror_is_a_disconnect_whichever_message(tracked, fail_at):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+        await send({"type": "http.response.body", "body": b"b"})  # the last: sent by the middleware
+
+    _, raised = run_asgi_24(EventMiddleware(app), fail_at=fail_at)
+    assert type(raised) is OSError
+    (event,) = request_events(tracked)
+    # The status the app started its response with, delivered or not.
+    assert (event.properties["status_code"], event.properties.get("disconnected")) == (200, True)
+    assert "error_type" not in event.properties
+
+
+def test_a_client_gone_while_starlette_reads_the_body_is_499_not_an_error(tracked):
+    from starlette.requests import ClientDisconnect
+
+    async def upload(request):
+        await request.body()
+        return PlainTextResponse("never")
+
+    app = EventMiddleware(Starlette(routes=[Route("/up", upload, methods=["POST"])]))
+    scope = http_scope("/up", method="POST")
+    with pytest.raises(ClientDisconnect):
+        run_asgi(app, scope, incoming=[{"type": "http.request", "body": b"part", "more_body": True}])
+    (event,) = request_events(tracked)
+    assert (event.properties["status_code"], event.properties["disconnected"]) == (499, True)
+    assert "error_type" not in event.properties  # was 500, "ClientDisconnect"
+
+
+def test_an_oserror_of_the_apps_own_is_still_an_error(tracked):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        open("/nonexistent/evmiddleware-test")  # noqa: SIM115  # the app's own OSError, not the server's
+
+    _, raised = run_asgi_24(EventMiddleware(app), fail_at=10)
+    assert isinstance(raised, FileNotFoundError)
+    (event,) = request_events(tracked)
+    assert (event.properties["status_code"], event.properties["error_type"]) == (500, "FileNotFoundError")
+    assert "disconnected" not in event.properties
+
+
+# -- odd headers and query strings ----------------------------------------------------------------
+@pytest.mark.parametrize(("lines", "secure"), [((b"https", b"http"), False), ((b"http", b"https"), True)])
+def test_repeated_forwarded_proto_lines_are_joined_and_the_last_is_trusted(lines, secure):
+    # The client sent the first line; the trusted proxy appended the last, as a WSGI server joins them.
+    app = EventMiddleware(make_raw_app(), trusted_proxies=("10.0.0.1",))
+    headers = [(b"x-forwarded-proto", line) for line in lines]
+    (set_cookie,) = run_asgi(app, http_scope(client=("10.0.0.1", 1), headers=headers)).set_cookies
+    assert set_cookie.endswith("; Secure") is secure
+
+
+def test_a_raw_utf8_query_string_is_read_as_utf8(tracked):
+    run_asgi(EventMiddleware(make_raw_app()), http_scope(query="utm_source=café&utm_medium=e".encode()))
+    (event,) = request_events(tracked)
+    assert (event.properties["utm_source"], event.properties["utm_medium"]) == ("café", "e")
+
+
+# -- async hooks ----------------------------------------------------------------------------------
+async def async_user_of(scope):
+    return "u1"
+
+
+@pytest.mark.parametrize("hook", ["user_id_resolver", "consent", "route_resolver"])
+def test_an_async_hook_is_refused_when_the_middleware_is_built(hook):
+    with pytest.raises(evmiddleware.ConfigurationError, match=f"{hook}: .* is async"):
+        EventMiddleware(make_raw_app(), **{hook: async_user_of})

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import functools
+import gc
+import warnings
+
 import pytest
 from capture_helpers import request_events
 
@@ -375,3 +380,76 @@ def test_duration_is_recorded_to_the_microsecond(tracked, clock):
     clock.advance(0.0123456)
     capture.finish(state, 200)
     assert request_events(tracked)[0].properties["duration_ms"] == 12.346
+
+
+def test_a_klaviyo_cookie_nested_too_deep_costs_the_visitor_nothing(tracked):
+    deep = base64.b64encode(b"[" * 2000).decode()
+    capture = Capture()
+    state = start(capture, cookie=f"ev_anon_id=known; __kla_id={deep}")
+    assert state is not None and state.anonymous_id == "known" and state.aliases == {}
+    capture.finish(state, 200)
+    assert len(request_events(tracked)) == 1  # and no capture error (checked by the fixture)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "utm_source=caf\u00c3\u00a9",  # UTF-8 bytes as latin-1 text (PEP 3333, ASGI bytes): re-read
+        "utm_source=caf\u00e9",  # decoded already (Django under ASGI), or latin-1 bytes: kept
+        "utm_source=\u65e5\u672c",  # decoded already, beyond latin-1: kept
+    ],
+)
+def test_a_non_ascii_query_string_is_read_as_utf8_when_it_is(tracked, query):
+    capture = Capture()
+    capture.finish(start(capture, query=query), 200)
+    expected = "\u65e5\u672c" if "\u65e5" in query else "caf\u00e9"
+    assert request_events(tracked)[0].properties["utm_source"] == expected
+
+
+async def _async_hook(request):
+    return "u1"
+
+
+class _AsyncCallable:
+    async def __call__(self, request):
+        return "u1"
+
+
+@pytest.mark.parametrize("hook", ["consent", "route_resolver"])
+@pytest.mark.parametrize("value", [_async_hook, _AsyncCallable(), functools.partial(_async_hook)])
+def test_async_consent_and_route_hooks_are_refused(hook, value):
+    with pytest.raises(ConfigurationError, match=f"^{hook}: .* is async"):
+        CaptureOptions(**{hook: value})
+
+
+def test_an_async_user_id_resolver_is_left_to_the_integration_that_awaits_it(tracked):
+    # Django's middleware awaits it on its async path: Capture must not call it (a coroutine's repr
+    # as the user id, then the integration skipping its own call because a user id is set).
+    calls = []
+
+    async def resolver(request):
+        calls.append(request)
+        return "u1"
+
+    capture = Capture(user_id_resolver=resolver)
+    state = start(capture)
+    assert state.user_id is None and calls == []
+
+
+def test_a_hook_returning_an_awaitable_is_a_hook_failure(tracked):
+    # A sync wrapper around an async function (what an integration wrapping hooks makes) slips past
+    # the start-up check: the awaitable is closed, counted, and the default used.
+    def wrapped(request):
+        return _async_hook(request)
+
+    capture = Capture(user_id_resolver=wrapped, route_resolver=wrapped)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        state = start(capture)
+        capture.finish(state, 200)
+        gc.collect()
+    (event,) = request_events(tracked)
+    assert event.user_id is None and event.properties["route"] == "/"
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+    assert capture_module.errors() == {"user_id": 1, "route": 1}
+    capture_module.reset_errors()

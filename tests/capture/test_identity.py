@@ -135,3 +135,9 @@ def test_klaviyo_exchange_id_is_read_validated_and_cached():
     assert identity._exchange_ids[good] == "kx.Good_1"
     assert klaviyo_exchange_id(f"__kla_id={_kla({'$exchange_id': 'bad id'})}") is None
     assert klaviyo_exchange_id("a=1") is None
+
+
+def test_a_klaviyo_cookie_nested_too_deep_is_ignored():
+    deep = base64.b64encode(b"[" * 2000).decode()  # json.loads raises RecursionError
+    assert klaviyo_exchange_id(f"__kla_id={deep}") is None
+    assert adopt_browser_id(f"__kla_id={deep}", BROWSER_ID_COOKIES) is None

@@ -398,3 +398,19 @@ def test_a_list_body_is_timed_until_close(tracked, clock):
     assert request_events(tracked) == []
     result.close()
     assert request_events(tracked)[0].properties["duration_ms"] == 5.0
+
+
+def test_a_raw_utf8_query_string_is_read_as_utf8(tracked):
+    # PEP 3333: the raw bytes of "café" arrive as the latin-1 text "cafÃ©".
+    raw = "utm_source=café".encode().decode("latin-1")
+    call(EventMiddleware(raw_app), environ_overrides={"QUERY_STRING": raw})
+    assert request_events(tracked)[0].properties["utm_source"] == "café"
+
+
+async def _async_user_of(environ):
+    return "u1"
+
+
+def test_an_async_user_id_resolver_is_refused_when_the_middleware_is_built():
+    with pytest.raises(evmiddleware.ConfigurationError, match=r"user_id_resolver: .* is async"):
+        EventMiddleware(raw_app, user_id_resolver=_async_user_of)

@@ -102,6 +102,21 @@ def user_from_header(request: Any) -> str | None:
     return request.headers.get("x-account")
 
 
+async def user_from_header_async(request: Any) -> str | None:
+    return request.headers.get("x-account")
+
+
+def test_an_async_user_id_resolver_is_awaited_on_the_async_path_and_refused_on_the_sync_one(events):
+    from evmiddleware_django import EventMiddleware
+
+    resolver = "tests.integrations.django.test_middleware.user_from_header_async"
+    with site(EVMIDDLEWARE={"USER_ID_RESOLVER": resolver}):
+        aget("/me", headers={"x-account": "acct-3"})
+        with pytest.raises(evmiddleware.ConfigurationError, match=r"USER_ID_RESOLVER: .* is async"):
+            EventMiddleware(lambda request: None)  # a sync get_response: the sync path
+    assert [event.user_id for event in request_events(events)] == ["acct-3"]
+
+
 @pytest.mark.parametrize(
     ("route", "template"),
     [

@@ -265,3 +265,81 @@ def test_importing_the_integration_starts_nothing():
         "assert runtime.peek() is None\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+
+
+@pytest.mark.parametrize("hook", ["user_id_resolver", "consent", "route_resolver"])
+def test_an_async_hook_fails_when_tracking_is_installed(hook):
+    # EventTracking wraps the hooks to hand them a Request: it checks them before, or they would look
+    # sync and a coroutine would stand for the answer on every request.
+    async def answer(request: Request) -> str | None:
+        return None
+
+    with pytest.raises(evmiddleware.ConfigurationError, match=f"{hook}: .* is async"):
+        EventTracking(new_app(), **{hook: answer})
+
+
+def test_routes_below_mounts_are_recorded_with_the_mounts_templates(events, tmp_path):
+    from starlette.staticfiles import StaticFiles
+
+    (tmp_path / "a.txt").write_text("a")
+    users = FastAPI()
+
+    @users.get("/items/{iid}")
+    async def user_item(iid: int) -> dict[str, int]:
+        return {"iid": iid}
+
+    app = new_app()
+    app.mount("/static", StaticFiles(directory=tmp_path))
+    app.mount("/users/{uid}", users)
+    EventTracking(app)
+    client = client_for(app)
+    for path in ("/static/a.txt", "/users/42/items/7", "/users/43/items/8", "/users/42/nothing"):
+        client.get(path)
+    routes = [event.properties["route"] for event in events]
+    # Starlette >= 1 records the Mount itself as the route when nothing inside it routes; older
+    # Starlette records nothing there (the raw path). Never the mount text twice, never raw ids.
+    assert routes[0] in ("/static", "/static/a.txt")
+    assert routes[1:3] == ["/users/{uid}/items/{iid}"] * 2
+    assert routes[3] in ("/users/{uid}", "/users/42/nothing")
+
+
+def test_a_send_raising_oserror_mid_stream_is_a_disconnect(events):
+    # A spec-2.4 server (uvicorn >= 0.30) raises OSError from send when the client is gone; Starlette
+    # turns it into ClientDisconnect (>= 0.28) or an exception group (older): either way no 500.
+    import asyncio
+
+    from starlette.responses import StreamingResponse
+
+    app = new_app()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(5):
+            yield b"x" * 10
+            await asyncio.sleep(0)
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        return StreamingResponse(chunks())
+
+    EventTracking(app)
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(5)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if len(sent) >= 2:
+            raise OSError("client gone")
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
+        "method": "GET", "scheme": "http", "path": "/stream", "raw_path": b"/stream", "root_path": "",
+        "query_string": b"", "headers": [], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    with pytest.raises(Exception):  # what Starlette makes of it, unchanged
+        asyncio.run(app(scope, receive, send))
+    (event,) = [e for e in events if e.properties.get("path") == "/stream"]
+    assert (event.properties["status_code"], event.properties.get("disconnected")) == (200, True)
+    assert "error_type" not in event.properties

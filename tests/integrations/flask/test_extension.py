@@ -296,3 +296,12 @@ def test_without_a_user_id_resolver_nothing_runs_at_the_end_of_a_request(events,
     EventTracking(app)
     assert not flask.signals.request_finished.has_receivers_for(app)
     assert flask.signals.request_started.has_receivers_for(app)
+
+
+@pytest.mark.parametrize("hook", ["consent", "route_resolver", "user_id_resolver"])
+def test_an_async_hook_fails_at_install_time(hook):
+    async def answer(request):
+        return None
+
+    with pytest.raises(evmiddleware.ConfigurationError, match=f"{hook}: .* is async"):
+        EventTracking(new_app(), **{hook: answer})
