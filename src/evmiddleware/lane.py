@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import operator
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 
@@ -20,6 +21,8 @@ from .signals import batch_failed, batch_sent, event_dropped, notify
 from .spool import Spool, encode_event
 
 __all__ = ["Lane"]
+
+_seq_of = operator.attrgetter("seq")  # Encoded.seq, for a whole batch in one C call
 
 
 _new_tuple = tuple.__new__
@@ -314,7 +317,7 @@ class Lane:
 
     def _seqs(self, items: Iterable[Encoded]) -> list[int] | None:
         """The events' numbers, only while a flush waits (nobody needs them otherwise)."""
-        return [item.seq for item in items] if self._watches else None
+        return list(map(_seq_of, items)) if self._watches else None
 
     def watch(self) -> _Watch:
         """For ``flush`` (dispatcher thread): follow every event queued or held now until it finishes.
@@ -355,8 +358,11 @@ class Lane:
             self._reject_one(batch.items[index].event, reason)
         self._finish(len(batch.items), self._spool_ids(batch))
         if self._watches:
-            self._watched([batch.items[index].seq for index in rejected], failed=True)
-            accepted = [item.seq for index, item in enumerate(batch.items) if index not in rejected]
+            if rejected:
+                self._watched([batch.items[index].seq for index in rejected], failed=True)
+                accepted = [item.seq for index, item in enumerate(batch.items) if index not in rejected]
+            else:  # the common case, in C: a flush waits while thousands of events finish
+                accepted = list(map(_seq_of, batch.items))
             self._watched(accepted, failed=False)
         if batch_sent.receivers:
             notify(batch_sent, provider=self.name, count=delivered, rejected=len(rejected))
@@ -379,7 +385,7 @@ class Lane:
             self._reject_one(item.event, reason)
         self._finish(len(batch.items), self._spool_ids(batch))
         if self._watches:
-            self._watched([item.seq for item in batch.items], failed=True)
+            self._watched(list(map(_seq_of, batch.items)), failed=True)
         if batch_failed.receivers:
             notify(batch_failed, provider=self.name, count=len(batch.items), reason=reason)
 
@@ -397,7 +403,7 @@ class Lane:
         if reason in ("shutdown", "dispatcher_error") and self.spool is not None and self.spool.working:
             self._keep([(item.spool_id, item.event) for item in batch.items])
             if self._watches:
-                self._watched([item.seq for item in batch.items], failed=True)  # kept is not delivered
+                self._watched(list(map(_seq_of, batch.items)), failed=True)  # kept is not delivered
             return
         limited.log(
             logging.ERROR,
