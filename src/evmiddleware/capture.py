@@ -478,7 +478,12 @@ class Capture:
             except ValueError:
                 trusted = False
             else:
-                trusted = any(address in network for network in self._proxies)
+                # A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d: match it as IPv4 too.
+                mapped = getattr(address, "ipv4_mapped", None)
+                trusted = any(
+                    address in network or (mapped is not None and mapped in network)
+                    for network in self._proxies
+                )
             if len(self._trusted_cache) > 1024:  # peers are few (proxies); bound it anyway
                 self._trusted_cache.clear()
             self._trusted_cache[client] = trusted

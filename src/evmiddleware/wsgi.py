@@ -126,6 +126,8 @@ class _Body:
             headers = [*headers, ("Set-Cookie", cookie)]
         if exc_info is None:
             return self._start_response(status, headers)
+        if exc_info[0] is not None and state.error_type is None:  # the app's error page: name its cause
+            state.error_type = exc_info[0].__name__
         return self._start_response(status, headers, exc_info)
 
     def __iter__(self) -> Iterator[bytes]:

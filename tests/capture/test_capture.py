@@ -282,6 +282,14 @@ def test_an_exception_inside_finish_is_caught_and_counted(monkeypatch):
     capture_module.reset_errors()
 
 
+@pytest.mark.parametrize(("peer", "secure"), [("::ffff:10.0.0.2", True), ("::ffff:11.0.0.2", False)])
+def test_an_ipv4_proxy_seen_through_a_dual_stack_socket_is_trusted(tracked, peer, secure):
+    capture = Capture(trusted_proxies=("10.0.0.0/8",))
+    state = capture.start("GET", "http", "/", "", {"x-forwarded-proto": "https"}, peer)
+    assert state.set_cookie.endswith("; Secure") is secure
+    capture.finish(state, 200)
+
+
 def test_the_environ_and_scope_helpers_read_the_same_facts(tracked, clock):
     capture = Capture(trusted_proxies=("10.0.0.0/8",), capture_headers=("content-type",))
     environ = {

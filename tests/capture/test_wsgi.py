@@ -231,7 +231,8 @@ def test_start_response_with_exc_info_is_passed_through(tracked):
         ("200 OK", ["A", "Set-Cookie"], False),
         ("500 Internal Server Error", ["B", "Set-Cookie"], True),
     ]
-    assert request_events(tracked)[0].properties["status_code"] == 500
+    [event] = request_events(tracked)
+    assert (event.properties["status_code"], event.properties["error_type"]) == (500, "ValueError")
 
 
 # -- a werkzeug app -----------------------------------------------------------------------------

@@ -167,6 +167,15 @@ def test_key_with_white_space_is_a_configuration_error_without_the_key(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("key", ["clé-secrète", "abc\x00def"])
+def test_a_key_that_cannot_go_in_a_header_is_a_configuration_error_without_the_key(name, key):
+    key_var = next(k for k in ON[name] if k.endswith(("_API_KEY", "_PUBLIC_KEY")))
+    with pytest.raises(ConfigurationError) as error:
+        load_settings({}, {**ON[name], key_var: key})
+    assert key not in str(error.value) and key[:3] not in str(error.value)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_a_key_crossing_the_cut_of_the_error_text_never_shows_in_part(name):
     provider = build(name)
     # The key spans characters 290-310 of the answer: the 300-character cut falls inside it.

@@ -37,6 +37,10 @@ def read_http_options(
     key = str(key).strip()
     if any(ch.isspace() for ch in key):
         raise ConfigurationError(f"{provider}_{key_option}: the key contains white space")
+    if not (key.isascii() and key.isprintable()):  # else every request would fail to encode its header
+        raise ConfigurationError(
+            f"{provider}_{key_option}: the key has characters other than printable ASCII"
+        )
     url = check_base_url(str(options.get("url") or default_url), f"{provider}_url")
     try:
         if "rate_limit" in options:
