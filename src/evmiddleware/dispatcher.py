@@ -263,9 +263,16 @@ class Dispatcher:
                 self._wake_all()
         remaining = max(0.0, self._stop_deadline - self._clock())
         _, pending = await asyncio.wait(tasks, timeout=remaining)
-        for task in [*pending, *self._deliveries]:
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*pending, *self._deliveries, return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
+        # One turn of the loop first: a delivery created just now has not begun, and a task cancelled
+        # before its first step never runs its body, so its batch would be neither sent nor counted.
+        await asyncio.sleep(0)
+        deliveries = list(self._deliveries)
+        for task in deliveries:
+            task.cancel()
+        await asyncio.gather(*deliveries, return_exceptions=True)
         self._admit()  # what arrived meanwhile is kept in the spool or counted, with the rest
         given_up = sum(lane.stop_everything() for lane in self.lanes)
         if given_up:
@@ -343,16 +350,10 @@ class Dispatcher:
                     await asyncio.sleep(min(delay, TICK))
                     continue
                 assert key is not True
-                batch = lane.take_batch(key, now)
-                slot = lane.limiter.record(now)
-                lane.requests += 1
-                lane.in_flight += 1
-                task = asyncio.create_task(self._deliver(lane, batch, slot))
-                # This loop idles holding its locals: the batch (up to 5 MB, and every event's objects
-                # for the garbage collector's full passes to walk) must not wait here for the next one.
-                del batch
-                self._deliveries.add(task)
-                task.add_done_callback(self._deliveries.discard)
+                # A method of its own: this loop idles holding its locals, and the batch (up to 5 MB,
+                # and every event's objects for the garbage collector's full passes to walk) must not
+                # wait here for the next one.
+                self._start_delivery(lane, lane.take_batch(key, now), lane.limiter.record(now))
                 # Let the request leave now, before the next pull's encoding: the provider reads
                 # this batch while we encode the next.
                 await asyncio.sleep(0)
@@ -367,6 +368,13 @@ class Dispatcher:
                     exc_info=True,
                 )
                 await asyncio.sleep(TICK)
+
+    def _start_delivery(self, lane: Lane, batch: Batch, slot: Slot) -> None:
+        lane.requests += 1
+        lane.in_flight += 1
+        task = asyncio.create_task(self._deliver(lane, batch, slot))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
 
     async def _deliver(self, lane: Lane, batch: Batch, slot: Slot) -> None:
         """Send one batch, retrying until it is delivered, refused for good or out of time.

@@ -317,3 +317,50 @@ def test_flush_answers_for_the_events_queued_before_it_not_for_later_ones(first_
         release.set()
         waiting.join(10)
     assert result == [first_delivered]
+
+
+def test_a_delivery_just_begun_when_the_stop_runs_out_of_time_counts_its_batch():
+    """The stop cancels every delivery still running, counted as ``shutdown``; none is left in flight.
+    (The stop also lets a delivery created that very instant take its first step before cancelling
+    it: a task cancelled earlier never runs its body. That interleaving is not reproduced here.)"""
+    import asyncio
+
+    from evmiddleware.buffer import ProviderQueue
+    from evmiddleware.dispatcher import Dispatcher
+    from evmiddleware.events import make_event
+    from evmiddleware.lane import Lane
+
+    class Never(MemorySink):
+        async def send(self, batch, client):
+            await asyncio.sleep(60)
+            raise AssertionError("never sent: the stop cancels it")
+
+    sink = Never()
+    queue = ProviderQueue(sink.name, 100)
+    for _ in range(3):
+        queue.offer(
+            make_event(
+                "e",
+                {},
+                user_id="u",
+                anonymous_id=None,
+                max_depth=5,
+                max_bytes=1000,
+                on_drop=lambda k, w: None,
+            )
+        )
+    lane = Lane(sink, queue, 1.0)
+    clock = [100.0]
+    dispatcher = Dispatcher([lane], request_timeout=1.0, retry_deadline=10.0, clock=lambda: clock[0])
+
+    async def stop_as_a_delivery_begins() -> None:
+        # What the dispatcher's own start-up sets (its loop is this one): a wake-up event, a client.
+        dispatcher._wakes[lane.name] = asyncio.Event()
+        dispatcher._client = object()  # type: ignore[assignment]  # Never.send does not use it
+        lane.pull(clock[0])
+        dispatcher._start_delivery(lane, lane.take_batch(None, clock[0]), lane.limiter.record(clock[0]))
+        dispatcher._stopping, dispatcher._stop_deadline = True, clock[0]  # no time left
+        await dispatcher._until_stopped([asyncio.create_task(asyncio.sleep(60))])  # a lane loop
+
+    asyncio.run(stop_as_a_delivery_begins())
+    assert (lane.in_flight, dict(lane.dropped), lane.queue.held) == (0, {"shutdown": 3}, 0)
