@@ -117,7 +117,9 @@ def capture() -> Capture:
         if _capture is None:
             if current.pipeline:
                 evmiddleware.configure(**current.pipeline)
-            _capture = Capture(current.options)
+            # The middleware runs the user id resolver itself (once, and off the event loop on the
+            # async path), so the Capture never calls it.
+            _capture = Capture(dataclasses.replace(current.options, user_id_resolver=None))
         return _capture
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -84,7 +83,11 @@ class EventMiddleware:
         self._capture = conf.capture()
         self._cookie = self._capture.options.cookie_name
         self._resolver = self._config.options.user_id_resolver
+        self._resolver_is_async = _is_async(self._resolver)
         self._wants_user = self._resolver is not None or self._config.track_user
+        # A consent hook may read the session or the user, that is the database: on the async path
+        # it runs in Django's sync thread, never on the event loop (SynchronousOnlyOperation).
+        self._consent_off_loop = self._capture.options.consent is not None
         self._async = iscoroutinefunction(get_response)
         if self._async:
             markcoroutinefunction(self)
@@ -116,7 +119,10 @@ class EventMiddleware:
         return self._respond(request, state, owned, response)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        state, owned = self._start(request)
+        if self._consent_off_loop:
+            state, owned = await sync_to_async(self._start)(request)
+        else:
+            state, owned = self._start(request)
         if state is None:
             return await self.get_response(request)
         if self._wants_user and state.user_id is None:
@@ -183,9 +189,9 @@ class EventMiddleware:
     async def _auser(self, request: HttpRequest, state: RequestState) -> None:
         try:
             if self._resolver is not None:
-                value = self._resolver(request)
-                if inspect.isawaitable(value):
-                    value = await value
+                # A plain resolver reads the user or the session (the database): Django's sync thread.
+                resolve = self._resolver if self._resolver_is_async else sync_to_async(self._resolver)
+                value = await resolve(request)
             elif (auser := getattr(request, "auser", None)) is not None:
                 value = _user_id(await auser())
             elif hasattr(request, "user"):  # Django < 5.0: no auser(); request.user only off the loop

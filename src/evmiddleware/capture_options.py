@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import ipaddress
 import re
 from collections.abc import Callable
 from typing import Any
 
 from ._parse import csv_tuple
 from .errors import ConfigurationError
-from .identity import BROWSER_ID_COOKIES, check_cookie_name
+from .identity import BROWSER_ID_COOKIES, CookieWriter, check_cookie_name
 
 __all__ = ["CaptureOptions", "SECRET_WORDS", "looks_secret"]
 
@@ -101,6 +102,13 @@ class CaptureOptions:
             raise ConfigurationError(f"sample_rate: {self.sample_rate} is not between 0 and 1")
         for name in self.adopt_cookies:
             _checked("adopt_cookies", check_cookie_name, name)
+        # Checked here, not only where Capture builds them: Django's system checks build the options.
+        _checked("cookie", CookieWriter, self.cookie_name, self.cookie_max_age, self.cookie_domain)
+        if self.exclude_regexes:
+            _checked("exclude_regexes", re.compile, "|".join(f"(?:{r})" for r in self.exclude_regexes))
+        for proxy in self.trusted_proxies:
+            if proxy != "*":
+                _checked("trusted_proxies", ipaddress.ip_network, proxy, False)
         for name in (*self.capture_headers, *self.capture_query_params):
             if looks_secret(name):
                 raise ConfigurationError(f"capture: {name!r} looks like a credential and is never captured")

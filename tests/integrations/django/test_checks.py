@@ -55,3 +55,16 @@ def test_the_middleware_before_authentication_is_e006_when_the_user_id_is_wanted
     assert ids(MIDDLEWARE=[OURS, AUTH]) == ["evmiddleware.E006"]
     assert ids(MIDDLEWARE=[AUTH, OURS]) == []
     assert ids(MIDDLEWARE=[OURS, AUTH], EVMIDDLEWARE={"TRACK_USER": False}) == []
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"EXCLUDE_REGEXES": ["(unclosed"]},
+        {"TRUSTED_PROXIES": ["not-an-ip"]},
+        {"COOKIE_NAME": "bad name;"},
+        {"COOKIE_MAX_AGE": "a year"},
+    ],
+)
+def test_capture_values_the_middleware_would_refuse_are_e005(setting):
+    assert ids(EVMIDDLEWARE=setting) == ["evmiddleware.E005"]

@@ -106,6 +106,38 @@ async def user_from_header_async(request: Any) -> str | None:
     return request.headers.get("x-account")
 
 
+CALLS: list[str] = []
+
+
+def consent_off_the_loop(request: Any) -> bool:
+    from django.utils.asyncio import async_unsafe
+
+    return async_unsafe(lambda: CALLS.append("consent") or True)()  # what a session read does
+
+
+def user_off_the_loop(request: Any) -> str | None:
+    from django.utils.asyncio import async_unsafe
+
+    CALLS.append("user")
+    return async_unsafe(lambda: request.headers.get("x-account"))()  # what request.user does
+
+
+def test_plain_hooks_run_off_the_event_loop_on_the_async_path_and_the_resolver_once(events):
+    # Django refuses the database on the event loop (SynchronousOnlyOperation): a consent hook or user
+    # id resolver reading the session or the user must run in its sync thread, as on the sync path.
+    CALLS.clear()
+    hooks = {
+        "CONSENT": "tests.integrations.django.test_middleware.consent_off_the_loop",
+        "USER_ID_RESOLVER": "tests.integrations.django.test_middleware.user_off_the_loop",
+    }
+    with site(EVMIDDLEWARE=hooks):
+        aget("/me", headers={"x-account": "acct-5"})
+        sync_get("/me", headers={"x-account": "acct-6"})
+    assert [event.user_id for event in request_events(events)] == ["acct-5", "acct-6"]
+    assert CALLS == ["consent", "user", "consent", "user"]
+    assert evmiddleware.capture.errors() == {}
+
+
 def test_an_async_user_id_resolver_is_awaited_on_the_async_path_and_refused_on_the_sync_one(events):
     from evmiddleware_django import EventMiddleware
 
