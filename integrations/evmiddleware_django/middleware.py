@@ -190,8 +190,10 @@ class EventMiddleware:
         try:
             if self._resolver is not None:
                 # A plain resolver reads the user or the session (the database): Django's sync thread.
-                resolve = self._resolver if self._resolver_is_async else sync_to_async(self._resolver)
-                value = await resolve(request)
+                resolver: Callable[[HttpRequest], Awaitable[Any]] = (
+                    self._resolver if self._resolver_is_async else sync_to_async(self._resolver)  # type: ignore[assignment]
+                )
+                value = await resolver(request)
             elif (auser := getattr(request, "auser", None)) is not None:
                 value = _user_id(await auser())
             elif hasattr(request, "user"):  # Django < 5.0: no auser(); request.user only off the loop
