@@ -105,6 +105,6 @@ def request_context(
 
 def skip_request() -> None:
     """Do not record the automatic event of the current request (events tracked by hand still go)."""
-    ctx = _current.get()
+    ctx = _current.get() or _looked_up()  # as track() finds it (Flask's copied request context)
     if ctx is not None:
         ctx.tracked = False

@@ -229,6 +229,25 @@ def test_track_works_in_a_thread_started_with_copy_current_request_context(event
     assert built.context["route"] == "/report"
 
 
+def test_skip_request_works_in_a_thread_started_with_copy_current_request_context(events):
+    app = new_app()
+
+    @app.get("/quiet")
+    def quiet() -> str:
+        @flask.copy_current_request_context
+        def work() -> None:
+            evmiddleware.skip_request()
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join(5)
+        return "not recorded"
+
+    EventTracking(app)
+    assert get(app, "/quiet").status_code == 200
+    assert [event.name for event in events] == []
+
+
 def test_a_thread_without_the_request_context_sees_no_request(events):
     app = new_app()
     outcome: list[str | None] = []
