@@ -7,16 +7,18 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar, cast, overload
+
+from asgiref.sync import iscoroutinefunction as _iscoroutinefunction
 
 from . import events as _ev
 from . import runtime as _rt
 from ._log import limited
 from .context import RequestContext, _current, _looked_up, _lookups
 from .errors import ConfigurationError, EventError
-from .events import MAX_ID_LENGTH, Event, _known_names, build_event
+from .events import MAX_ID_LENGTH, Event, _known_names, build_event, clean_id
 from .events import id_pool as _id_pool
 from .normalize import flat_copy
 from .signals import FAILED, event_tracked, notify
@@ -207,12 +209,60 @@ def identify(user_id: str, **traits: Any) -> str | None:
     ``traits`` as its properties; Flywheel and Klaviyo update the profile from them)::
 
         evmiddleware.identify(str(user.pk), email=user.email)
+
+    ``user_id`` follows :func:`track`'s rules for ids: a string (an int is taken as its ``str``) of at
+    most 255 characters, surrounding whitespace removed. Any other id (``None``, empty, too long, a
+    UUID object: pass ``str(uuid)``) is refused before anything changes: counted as an
+    ``invalid_id`` drop, nothing raised (strict mode raises :class:`EventError`), and the request
+    keeps the ids it had.
     """
+    try:
+        clean = clean_id(user_id, "user_id")
+        if clean is None:
+            raise EventError("invalid_id", "identify() needs a user_id, not None or an empty string")
+    except EventError as exc:
+        _refuse(exc)
+        return None
     ctx = _current.get() or _looked_up()
-    if ctx is not None and user_id is not None:
-        ctx.user_id = str(user_id)
+    if ctx is not None:
+        ctx.user_id = clean
         ctx.identified = True
-    return _emit("identify", traits, user_id, None, None, "identify")
+    return _emit("identify", traits, clean, None, None, "identify")
+
+
+def _refuse(exc: EventError) -> None:
+    """An event refused before :func:`_emit` saw it, handled as ``_emit`` handles one: nothing when
+    tracking is off, raised in strict mode, otherwise counted and logged (rate-limited)."""
+    try:
+        runtime = _rt._runtime or _rt.current()
+    except ConfigurationError as config_error:
+        limited.log(
+            logging.ERROR,
+            "config",
+            "evmiddleware: not tracking, the configuration is invalid: %s",
+            config_error,
+        )
+        return
+    if runtime.disabled:
+        return
+    if runtime.settings.strict:
+        raise exc
+    runtime.drop(None, exc.reason, str(exc))
+
+
+def _tracking_failed(exc: Exception) -> None:
+    """``@tracked`` could not record its event (strict mode's :class:`EventError`, or a bug): count and
+    log it (rate-limited), never raise it into the decorated function's caller. Call it in ``except``."""
+    if isinstance(exc, EventError):
+        reason, detail = exc.reason, str(exc)
+    else:
+        limited.log(
+            logging.ERROR, "tracked", "evmiddleware: @tracked could not record its event", exc_info=True
+        )
+        reason, detail = "internal_error", type(exc).__name__
+    runtime = _rt.peek()
+    if runtime is not None:
+        runtime.drop(None, reason, detail)  # counted, logged rate-limited, signalled
 
 
 @overload
@@ -222,57 +272,135 @@ def tracked(name: str | None = None, **static_properties: Any) -> Callable[[F], 
 
 
 def tracked(name: Any = None, **static_properties: Any) -> Any:
-    """Record one event per call of the decorated function (sync or async, plain or method).
+    """Record one event per call of the decorated function.
+
+    Works on sync and async functions (asgiref's ``sync_to_async`` and ``markcoroutinefunction``
+    callables included), methods, and above or below ``@classmethod`` / ``@staticmethod``. On a
+    generator or async generator function the event is recorded when the generator finishes, raises
+    or is closed early (a generator never started records nothing).
 
     The event's properties are ``static_properties`` plus ``duration_ms`` and ``raised``
-    (``error_type`` when it raised). The function's exception always propagates::
+    (``error_type`` when it raised; a generator closed early did not raise). The function's
+    exception always propagates unchanged and its return value is never lost: a failure to record
+    the event is counted and logged, never raised, even in strict mode::
 
         @evmiddleware.tracked("checkout_completed", flow="web")
         def checkout(request): ...
     """
-    if callable(name):
+    if callable(name) or isinstance(name, (classmethod, staticmethod)):
         return tracked()(name)
 
     def decorate(func: F) -> F:
+        if isinstance(func, (classmethod, staticmethod)):
+            # @tracked above @classmethod / @staticmethod: wrap the function, then wrap it again.
+            return cast(F, type(func)(decorate(func.__func__)))
         event_name = name or func.__qualname__
 
         def record(started: float, error: BaseException | None) -> None:
-            properties = dict(static_properties)
-            properties["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
-            properties["raised"] = error is not None
-            if error is not None:
-                properties["error_type"] = type(error).__name__
-            track(event_name, properties)
-
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                started = time.perf_counter()
-                try:
-                    result = await func(*args, **kwargs)
-                except BaseException as exc:
-                    record(started, exc)
-                    raise
-                record(started, None)
-                return result
-
-            return cast(F, async_wrapper)
-
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
             try:
-                result = func(*args, **kwargs)
-            except BaseException as exc:
-                record(started, exc)
-                raise
-            record(started, None)
-            return result
+                properties = dict(static_properties)
+                properties["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+                properties["raised"] = error is not None
+                if error is not None:
+                    properties["error_type"] = type(error).__name__
+                track(event_name, properties)
+            except Exception as exc:
+                _tracking_failed(exc)
 
-        return cast(F, wrapper)
+        if inspect.isasyncgenfunction(func):
+            return cast(F, _tracked_async_generator(func, record))
+        if inspect.isgeneratorfunction(func):
+            return cast(F, _tracked_generator(func, record))
+        # asgiref's test, not inspect's: on Python 3.10 and 3.11 only it sees sync_to_async objects
+        # and callables marked with markcoroutinefunction.
+        if _iscoroutinefunction(func):
+            return cast(F, _tracked_coroutine(func, record))
+        return cast(F, _tracked_function(func, record))
 
     return decorate
+
+
+_Record = Callable[[float, BaseException | None], None]
+
+
+def _tracked_function(func: Callable[..., Any], record: _Record) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as exc:
+            record(started, exc)
+            raise
+        record(started, None)
+        return result
+
+    return wrapper
+
+
+def _tracked_coroutine(func: Callable[..., Any], record: _Record) -> Callable[..., Any]:
+    @functools.wraps(func)
+    async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            result = await func(*args, **kwargs)
+        except BaseException as exc:
+            record(started, exc)
+            raise
+        record(started, None)
+        return result
+
+    return async_wrapper
+
+
+def _tracked_generator(func: Callable[..., Any], record: _Record) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        started = time.perf_counter()
+        try:
+            result = yield from func(*args, **kwargs)  # forwards send(), throw() and close()
+        except GeneratorExit:
+            record(started, None)  # closed early: the caller stopped, nothing went wrong
+            raise
+        except BaseException as exc:
+            record(started, exc)
+            raise
+        record(started, None)
+        return result
+
+    return gen_wrapper
+
+
+def _tracked_async_generator(func: Callable[..., Any], record: _Record) -> Callable[..., Any]:
+    @functools.wraps(func)
+    async def async_gen_wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        started = time.perf_counter()
+        try:
+            # ``yield from`` for an async generator: forward asend(), athrow() and aclose().
+            agen = func(*args, **kwargs)
+            try:
+                value = await agen.__anext__()
+                while True:
+                    try:
+                        sent = yield value
+                    except GeneratorExit:
+                        await agen.aclose()
+                        raise
+                    except BaseException as thrown:
+                        value = await agen.athrow(thrown)
+                    else:
+                        value = await agen.asend(sent)
+            except StopAsyncIteration:
+                pass
+        except GeneratorExit:
+            record(started, None)  # closed early: the caller stopped, nothing went wrong
+            raise
+        except BaseException as exc:
+            record(started, exc)
+            raise
+        record(started, None)
+
+    return async_gen_wrapper
 
 
 def flush(timeout: float | None = None) -> bool:
