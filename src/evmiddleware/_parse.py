@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import threading
 import urllib.parse
 from typing import Any
 
@@ -20,10 +21,20 @@ def parse_bool(value: Any) -> bool:
     raise ValueError(f"{value!r} is not a boolean (use 1/0, true/false)")
 
 
+#: The longest duration (seconds) a setting may hold: the most a thread can wait for a lock or a join.
+#: Beyond it (or at ``inf``) ``shutdown()`` raised ``OverflowError``; ``nan`` compared false everywhere.
+MAX_SECONDS = threading.TIMEOUT_MAX
+
+#: The most events ``max_queue`` may hold per provider; far above any real need, and small enough for
+#: every place the number goes (a spool claim's SQLite ``LIMIT`` overflowed at 2**63).
+MAX_QUEUE_LIMIT = 10_000_000
+
+
 def positive_float(value: Any) -> float:
+    """A duration in seconds: positive and finite (at most :data:`MAX_SECONDS`)."""
     number = float(value)
-    if not number > 0:
-        raise ValueError(f"{value!r} must be a positive number")
+    if not 0 < number <= MAX_SECONDS:  # also false for nan
+        raise ValueError(f"{value!r} must be a positive number of seconds, at most {MAX_SECONDS:.0f}")
     return number
 
 
@@ -31,6 +42,13 @@ def positive_int(value: Any) -> int:
     number = int(value)
     if number <= 0:
         raise ValueError(f"{value!r} must be a positive whole number")
+    return number
+
+
+def queue_size(value: Any) -> int:
+    number = positive_int(value)
+    if number > MAX_QUEUE_LIMIT:
+        raise ValueError(f"{value!r} is more than the most allowed, {MAX_QUEUE_LIMIT:,}")
     return number
 
 
@@ -53,21 +71,36 @@ def optional_str(value: Any) -> str | None:
 
 def parse_rate(value: Any) -> tuple[tuple[int, float], ...]:
     """``"10/1,150/60"`` (requests/seconds windows) or a sequence of pairs."""
+    pairs = value
     if isinstance(value, str):
         pairs = []
         for part in value.split(","):
             count, _, window = part.strip().partition("/")
             pairs.append((int(count), float(window or 1)))
-        value = pairs
-    result = tuple((int(count), float(window)) for count, window in value)
-    if any(count <= 0 or window <= 0 for count, window in result):
-        raise ValueError(f"{value!r}: counts and windows must be positive")
+    result = tuple((int(count), float(window)) for count, window in pairs)
+    # A nan window turned the limit off and an infinite one stalled the lane for good.
+    if any(count <= 0 or not 0 < window <= MAX_SECONDS for count, window in result):
+        raise ValueError(f"{value!r}: counts and windows must be positive, windows finite")
     return result
 
 
 def check_base_url(url: str, setting: str) -> str:
-    """https only; plain http only to a loopback address (sandboxes and tests)."""
+    """https only; plain http only to a loopback address (sandboxes and tests).
+
+    The endpoint's path is appended to the base, so a query, a fragment or user credentials in it would
+    be mangled; a bad port would fail every request. All are refused here, at start-up.
+    """
     parsed = urllib.parse.urlsplit(url)
+    if "@" in parsed.netloc:  # the message leaves the URL out: it may hold a password
+        raise ConfigurationError(f"{setting}: a base URL may not hold user credentials (user@host)")
+    if "?" in url or "#" in url:
+        raise ConfigurationError(f"{setting}: a base URL may not have a query or a fragment: {url!r}")
+    try:
+        port = parsed.port
+    except ValueError:  # not a number, or out of 0-65535
+        port = 0
+    if port == 0:
+        raise ConfigurationError(f"{setting}: {url!r} has an invalid port")
     if parsed.scheme == "https" and parsed.hostname:
         return url.rstrip("/")
     if parsed.scheme == "http" and parsed.hostname:

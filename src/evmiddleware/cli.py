@@ -14,9 +14,14 @@ __all__ = ["main"]
 
 def _check(_: argparse.Namespace) -> int:
     from .config import load_settings
+    from .spool import check_spool
 
     try:
         settings = load_settings({})
+        # What configure() checks beyond the settings (runtime.Runtime); a spool not there yet is not
+        # created by a mere check.
+        if settings.spool and not settings.disabled:
+            check_spool(settings.spool, create=False)
     except ConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

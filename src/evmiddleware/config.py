@@ -21,6 +21,7 @@ from ._parse import (
     parse_rate,
     positive_float,
     positive_int,
+    queue_size,
 )
 from .errors import ConfigurationError
 from .providers.base import Provider
@@ -32,7 +33,7 @@ ENV_PREFIX = "EVMIDDLEWARE_"
 
 _CORE: dict[str, Callable[[Any], Any]] = {
     "flush_interval": positive_float,
-    "max_queue": positive_int,
+    "max_queue": queue_size,
     "overflow": overflow_policy,
     "exclude_paths": csv_tuple,
     "local_sink": str,
@@ -96,7 +97,7 @@ def load_settings(overrides: Mapping[str, Any], environ: Mapping[str, str] | Non
             continue
         try:
             values[name] = parse(raw)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(float("inf"))
             raise ConfigurationError(f"{name} ({_env_name(name)}): {exc}") from None
 
     explicit = remaining.pop("providers", None)

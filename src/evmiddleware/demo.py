@@ -39,12 +39,26 @@ from .wsgi import EventMiddleware as WsgiMiddleware
 __all__ = ["run_demo"]
 
 
+#: Read by the demo itself (where the example apps are), never by the library.
+_DEMO_VARIABLES = frozenset({"EVMIDDLEWARE_EXAMPLES_DIR"})
+
+
 @contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
+def _environment(values: dict[str, str]) -> Iterator[list[str]]:
+    """Exactly ``values`` as the library's settings; yields the names of the user's own ``EVMIDDLEWARE_*``
+    variables, set aside until the end: with them the demo took a production spool's events to the
+    sandbox and deleted them, or ran disabled and still reported every event accounted for."""
+    ignored = sorted(
+        name
+        for name in os.environ
+        if name.startswith("EVMIDDLEWARE_") and name not in values and name not in _DEMO_VARIABLES
+    )
+    saved = {name: os.environ.get(name) for name in [*values, *ignored]}
+    for name in ignored:
+        del os.environ[name]
     os.environ.update(values)
     try:
-        yield
+        yield ignored
     finally:
         for name, value in saved.items():
             if value is None:
@@ -202,12 +216,17 @@ def _reasons(counts: dict[str, int]) -> str:
 def run_demo(visitors: int = 40, seed: int = 7) -> int:
     rng = random.Random(seed)
     plans = [_visit_plan(rng, visitor) for visitor in range(visitors)]
-    with Sandbox(port=0) as sandbox, _environment({**sandbox.env(), "EVMIDDLEWARE_EXCLUDE_PATHS": "/health"}):
+    with (
+        Sandbox(port=0) as sandbox,
+        _environment({**sandbox.env(), "EVMIDDLEWARE_EXCLUDE_PATHS": "/health"}) as ignored,
+    ):
         api.configure(flush_interval=0.2, retry_base_delay=0.1, retry_max_delay=1.0)
         sandbox.inject("flokit", Fault("status", status=503))
         sandbox.inject("userflux", Fault("retry_after", retry_after=1))
         sandbox.inject("flywheel", Fault("close"))
         print(f"evmiddleware demo: {visitors} visitors against the sandbox at {sandbox.url}")
+        if ignored:  # names only: a value may be a key
+            print(f"  ignoring {', '.join(ignored)}: the demo runs with its own settings only")
         print("  faults injected once each: flokit 503, userflux 429 + Retry-After 1, flywheel hang-up")
         drivers: list[tuple[str, Driver]] = [
             ("raw WSGI", _drive_wsgi),

@@ -228,9 +228,9 @@ class Http11Client:
         idle = self._idle.get(origin)
         while idle:
             reader, writer = idle.pop()
-            if not reader.at_eof() and not writer.is_closing():
+            if not _has_spoken(reader) and not writer.is_closing():
                 return reader, writer
-            writer.close()  # the server closed it while it was idle
+            writer.close()  # the server closed it, or said something, while it was idle
         return None
 
     async def _connect(self, origin: tuple[str, str, int]) -> _Connection:
@@ -238,6 +238,17 @@ class Http11Client:
         if scheme == "https":
             return await asyncio.open_connection(host, port, ssl=self._ssl, server_hostname=host)
         return await asyncio.open_connection(host, port)
+
+
+def _has_spoken(reader: asyncio.StreamReader) -> bool:
+    """Whether an idle connection's server sent anything, its end included, since the last answer.
+
+    An idle connection has nothing to say: bytes there (a ``408 Request Timeout`` sent before closing)
+    would be read as the answer to the next request. ``at_eof()`` is false while such bytes wait, and
+    asyncio has no public way to see them: ``_buffer`` is the StreamReader's bytearray of unread data.
+    """
+    buffered: bytearray = reader._buffer  # type: ignore[attr-defined]
+    return bool(buffered) or reader.at_eof() or reader.exception() is not None
 
 
 async def _read_answer(reader: asyncio.StreamReader) -> _Answer:

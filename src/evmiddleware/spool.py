@@ -72,8 +72,21 @@ def decode_event(payload: str) -> Event:
     )
 
 
+def _create_private(path: str) -> None:
+    """Create the spool file readable by its owner only: it holds user ids and event properties.
+
+    SQLite would create it with the umask's mode (often 0644); it gives its ``-wal`` and ``-shm``
+    files the database file's mode, so those are private too.
+    """
+    # FileExistsError: it exists, or another process just made it. Any other failure (a folder not
+    # writable) is left to sqlite3.connect, whose error check_spool reports as a ConfigurationError.
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def _connect(path: str) -> sqlite3.Connection:
     with fork_guard:
+        _create_private(path)
         connection = sqlite3.connect(path, timeout=5.0, isolation_level=None)
         connection.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a power cut may lose the last transactions, a process crash loses none.
@@ -87,11 +100,19 @@ def _connect(path: str) -> sqlite3.Connection:
         return connection
 
 
-def check_spool(path: str) -> None:
-    """Open the spool once at start-up: a clear :class:`ConfigurationError` if it cannot work."""
+def check_spool(path: str, *, create: bool = True) -> None:
+    """Open the spool once at start-up: a clear :class:`ConfigurationError` if it cannot work.
+
+    With ``create=False`` (``evmiddleware check``) a file not there yet is not created: its folder
+    must only be writable, as ``configure()`` would create it there.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ConfigurationError(f"spool: folder {folder} does not exist")
+    if not create and not os.path.lexists(path):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigurationError(f"spool: folder {folder} is not writable")
+        return
     try:
         connection = _connect(path)
         try:
@@ -251,9 +272,16 @@ class Spool:
             self._connection = None
 
 
+def _check_existing(path: str) -> None:
+    """For the ``spool`` commands: a mistyped path is an error, never a new empty spool."""
+    if not os.path.exists(path):
+        raise ConfigurationError(f"spool: {path} does not exist")
+    check_spool(path)
+
+
 def summarize(path: str) -> dict[str, dict[str, float | int]]:
     """Per provider: rows, rows leased by a live process now, age of the oldest row in seconds."""
-    check_spool(path)
+    _check_existing(path)
     connection = _connect(path)
     try:
         now = time.time()
@@ -271,7 +299,7 @@ def summarize(path: str) -> dict[str, dict[str, float | int]]:
 
 def purge(path: str, provider: str | None = None) -> int:
     """Delete spooled events (of one provider, or all); returns how many."""
-    check_spool(path)
+    _check_existing(path)
     connection = _connect(path)
     try:
         if provider is None:
@@ -285,7 +313,7 @@ def purge(path: str, provider: str | None = None) -> int:
 
 def release_all(path: str) -> int:
     """Free every lease, so the next process sends the rows at once (``spool retry``)."""
-    check_spool(path)
+    _check_existing(path)
     connection = _connect(path)
     try:
         return connection.execute("UPDATE events SET lease_owner = NULL, lease_until = 0").rowcount

@@ -208,6 +208,21 @@ def test_a_connection_the_server_closed_while_idle_is_not_used_again():
     run(main())
 
 
+@pytest.mark.parametrize("closes", [True, False], ids=["then-closes", "stays-open"])
+def test_an_idle_connection_the_server_spoke_on_is_not_used_again(closes):
+    async def main() -> None:
+        # After the answer, the server sends a 408 on the idle connection (as at its idle timeout):
+        # read by the next request, that stale 408 would be taken for its answer.
+        timeout = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        async with serving((OK + timeout, closes)) as server, Http11Client(timeout=5) as client:
+            await post(client, server.url + "/")
+            await asyncio.sleep(0.05)  # the 408 (and the close) reach the client's loop
+            assert (await post(client, server.url + "/")).status_code == 200
+        assert server.connections == 2
+
+    run(main())
+
+
 def test_no_listener_is_a_connect_error():
     async def main() -> None:
         async with serving() as server:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -176,6 +177,51 @@ def test_spool_command_line_inspect_and_purge(tmp_path, capsys):
     assert cli.main(["spool", "purge", path]) == 0
     assert "deleted 2" in capsys.readouterr().out
     assert summarize(path) == {}
+
+
+@pytest.mark.parametrize("action", ["inspect", "purge", "retry"])
+def test_spool_command_line_on_a_missing_file_says_so_and_creates_nothing(tmp_path, capsys, action):
+    path = tmp_path / "typo.db"
+    assert cli.main(["spool", action, str(path), "--timeout", "1"]) == 2
+    assert f"{path} does not exist" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_spool_file_the_library_creates_is_readable_by_its_owner_only(tmp_path):
+    # It holds user ids and event properties; SQLite alone would follow the umask (often 0644).
+    path = tmp_path / "spool.db"
+    umask = os.umask(0o022)
+    try:
+        spool = Spool(str(path))
+        spool.add("flokit", [ev(1)])
+    finally:
+        os.umask(umask)
+    made = sorted(tmp_path.iterdir())
+    assert [p.name for p in made] == ["spool.db", "spool.db-shm", "spool.db-wal"]
+    assert {p.name: p.stat().st_mode & 0o777 for p in made} == dict.fromkeys([p.name for p in made], 0o600)
+    spool.close()
+
+
+def test_check_runs_the_spool_check_configure_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EVMIDDLEWARE_LOCAL_SINK", "memory")
+    monkeypatch.setenv("EVMIDDLEWARE_SPOOL", str(tmp_path / "nope" / "spool.db"))
+    with pytest.raises(evmiddleware.ConfigurationError, match="does not exist"):
+        evmiddleware.configure()
+    assert cli.main(["check"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"this is not a database" * 100)
+    monkeypatch.setenv("EVMIDDLEWARE_SPOOL", str(corrupt))
+    assert cli.main(["check"]) == 2
+    assert "cannot be used as a spool" in capsys.readouterr().err
+
+
+def test_check_accepts_a_spool_not_yet_created_and_does_not_create_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EVMIDDLEWARE_LOCAL_SINK", "memory")
+    monkeypatch.setenv("EVMIDDLEWARE_SPOOL", str(tmp_path / "spool.db"))
+    assert cli.main(["check"]) == 0
+    assert f"spool: {tmp_path / 'spool.db'}" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_spool_command_line_retry_sends_leased_rows_now(tmp_path, capsys, monkeypatch):

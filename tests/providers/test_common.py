@@ -126,6 +126,55 @@ def test_rate_limit_and_max_in_flight_can_be_overridden(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("rate", ["100/nan", "100/inf", "100/0", "inf/60", "100/1e300"])
+def test_a_rate_limit_window_must_be_positive_and_finite(name, rate):
+    # 100/nan turned the limit off; 100/inf stalled the lane for good after 100 requests.
+    with pytest.raises(ConfigurationError, match=f"{name}_rate_limit"):
+        build(name, rate_limit=rate)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.example.com:99999",
+        "https://api.example.com:abc",
+        "https://api.example.com:0",
+        "http://127.0.0.1:65536/base",
+        "https://api.example.com/base?token=1",
+        "https://api.example.com/base#part",
+        "https://api.example.com/base?",
+    ],
+)
+def test_a_base_url_with_a_bad_port_a_query_or_a_fragment_is_a_configuration_error(name, url):
+    # Accepted, the port failed every request at send time; a query or fragment is mangled by the path.
+    with pytest.raises(ConfigurationError, match=f"{name}_url"):
+        build(name, url=url)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_base_url_with_credentials_is_a_configuration_error_that_never_shows_them(name):
+    with pytest.raises(ConfigurationError, match=f"{name}_url") as error:
+        build(name, url="https://user:pa55word@api.example.com")
+    assert "pa55word" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_base_url_with_a_valid_port_is_kept(name):
+    provider = build(name, url="http://127.0.0.1:65535/p")
+    assert provider.build_request(batch(provider, event())).url.startswith("http://127.0.0.1:65535/p/")
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("blank", ["   ", "\t", " \n "])
+def test_a_blank_key_means_off_like_no_key(name, blank):
+    # A key of white space only switched the provider on with an empty key: every batch a 401.
+    key_var = next(k for k in ON[name] if k.endswith(("_API_KEY", "_PUBLIC_KEY")))
+    settings = load_settings({}, {**ON[name], key_var: blank, "EVMIDDLEWARE_LOCAL_SINK": "off"})
+    assert settings.providers == ()
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_repr_describe_and_settings_never_show_the_key(name):
     provider = build(name)
     assert SECRET not in repr(provider)

@@ -31,10 +31,10 @@ def read_http_options(
     key_option: str = "api_key",
 ) -> HttpOptions | None:
     """Validate the common options, or ``None`` when no key is set (the provider is off)."""
-    key = options.get(key_option)
+    # Stripped first: a key of only white space is no key (it switched the provider on, every batch a 401).
+    key = str(options.get(key_option) or "").strip()
     if not key:
         return None
-    key = str(key).strip()
     if any(ch.isspace() for ch in key):
         raise ConfigurationError(f"{provider}_{key_option}: the key contains white space")
     if not (key.isascii() and key.isprintable()):  # else every request would fail to encode its header
@@ -42,14 +42,17 @@ def read_http_options(
             f"{provider}_{key_option}: the key has characters other than printable ASCII"
         )
     url = check_base_url(str(options.get("url") or default_url), f"{provider}_url")
-    try:
-        if "rate_limit" in options:
+    if "rate_limit" in options:
+        try:
             limits = dataclasses.replace(limits, rate=parse_rate(options["rate_limit"]))
-        if "max_in_flight" in options:
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ConfigurationError(f"{provider}_rate_limit: {exc}") from None
+    if "max_in_flight" in options:
+        try:
             in_flight = int(options["max_in_flight"])
             if in_flight <= 0:
                 raise ValueError("max_in_flight must be positive")
-            limits = dataclasses.replace(limits, max_in_flight=in_flight)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"{provider}: {exc}") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ConfigurationError(f"{provider}_max_in_flight: {exc}") from None
+        limits = dataclasses.replace(limits, max_in_flight=in_flight)
     return HttpOptions(api_key=key, base_url=url, limits=limits)

@@ -1,0 +1,49 @@
+"""Setting values that cannot work are refused at start-up with a ConfigurationError naming the setting."""
+
+from __future__ import annotations
+
+import pytest
+
+import evmiddleware
+from evmiddleware._parse import MAX_QUEUE_LIMIT
+from evmiddleware.config import load_settings
+from evmiddleware.errors import ConfigurationError
+
+DURATIONS = [
+    "flush_interval",
+    "spool_interval",
+    "spool_lease",
+    "shutdown_timeout",
+    "retry_deadline",
+    "retry_base_delay",
+    "retry_max_delay",
+    "request_timeout",
+]
+
+
+@pytest.mark.parametrize("name", DURATIONS)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e300", float("inf"), float("nan")])
+def test_a_duration_must_be_finite(name, value):
+    # inf made shutdown() raise OverflowError; nan compared false in every timing decision.
+    with pytest.raises(ConfigurationError, match=name):
+        load_settings({}, {f"EVMIDDLEWARE_{name.upper()}": str(value)})
+    with pytest.raises(ConfigurationError, match=name):
+        load_settings({name: value}, {})
+
+
+def test_an_infinite_shutdown_timeout_is_refused_by_configure():
+    with pytest.raises(evmiddleware.ConfigurationError, match="shutdown_timeout"):
+        evmiddleware.configure(local_sink="memory", shutdown_timeout=float("inf"))
+
+
+@pytest.mark.parametrize("value", [str(10**19), str(MAX_QUEUE_LIMIT + 1), float("inf")])
+def test_max_queue_has_an_upper_bound(value):
+    # 10**19 overflowed the spool claim's SQLite LIMIT and killed the dispatcher.
+    with pytest.raises(ConfigurationError, match="max_queue"):
+        load_settings({}, {"EVMIDDLEWARE_MAX_QUEUE": str(value)})
+    with pytest.raises(ConfigurationError, match="max_queue"):
+        load_settings({"max_queue": value}, {})
+
+
+def test_max_queue_up_to_the_bound_is_accepted():
+    assert load_settings({}, {"EVMIDDLEWARE_MAX_QUEUE": str(MAX_QUEUE_LIMIT)}).max_queue == MAX_QUEUE_LIMIT
