@@ -10,7 +10,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse  # type: ignore[import-untyped]
 
-from evmiddleware.capture import Capture, RequestState, _failed
+from evmiddleware.capture import Capture, RequestState, _failed, add_route_reader
 from evmiddleware.capture_options import _is_async
 from evmiddleware.context import _current
 from evmiddleware.errors import ConfigurationError
@@ -52,6 +52,16 @@ def django_route_template(route: str) -> str:
         if len(_templates) < 4096:  # routes are finite; the bound guards against generated ones
             _templates[route] = template
     return template
+
+
+def _route_while_running(request: Any) -> str | None:
+    """The route reader for events tracked inside a view: URL resolution has set
+    ``request.resolver_match`` before the view runs (the middleware records it after)."""
+    match = getattr(request, "resolver_match", None) if isinstance(request, HttpRequest) else None
+    return django_route_template(match.route) if match is not None and match.route is not None else None
+
+
+add_route_reader(_route_while_running)
 
 
 class EventMiddleware:

@@ -424,9 +424,9 @@ def shutdown(timeout: float | None = None) -> None:
 
 
 def stats() -> dict[str, Any]:
-    """Counters per provider (enqueued, sent, retried, rejected, dropped and skipped by reason,
-    queued), events dropped before reaching any provider, by reason, and exceptions raised by
-    signal receivers, by signal (``receiver_errors``)."""
+    """Counters per provider (enqueued, sent, retried, rejected with ``rejected_reasons``, dropped and
+    skipped by reason, queued), events dropped before reaching any provider, by reason, and
+    exceptions raised by signal receivers, by signal (``receiver_errors``)."""
     return _rt.current().stats()
 
 

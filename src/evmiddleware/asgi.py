@@ -21,11 +21,11 @@ says so by raising ``OSError`` from ``send`` (ASGI spec 2.4; Starlette then rais
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, MutableMapping
+from collections.abc import Awaitable, Mapping, MutableMapping
 from typing import Any
 
 from . import capture as _capture
-from .capture import Capture, CaptureOptions, RequestState, _failed
+from .capture import Capture, CaptureOptions, RequestState, _failed, add_route_reader
 from .capture_options import _sync_user_id_only
 from .context import _current
 from .lifecycle import ASGIApp, Message, Receive, Send, install_signal_handler, run_lifespan
@@ -161,21 +161,38 @@ def _take_route(state: RequestState, scope: MutableMapping[str, Any], root_path:
     if state.route is not None:
         return
     try:
-        route = scope["route"]
-        path = route if isinstance(route, str) else getattr(route, "path", None)
-        if not isinstance(path, str):
-            return
-        template = _templates.get(path)
-        if template is None:
-            template = _strip_converters(path)
-            if len(_templates) < 4096:  # routes are finite; the bound guards against generated ones
-                _templates[path] = template
-        if len(scope.get("root_path", "")) > len(root_path):  # below a Mount: rare, so the work is here
-            state.route = _mounted(scope, route, template, root_path)
-        else:
-            state.route = template
+        state.route = _route_template(scope, root_path)
     except Exception as exc:
         _failed("asgi_route", exc)
+
+
+def _route_template(scope: Mapping[str, Any], root_path: str) -> str | None:
+    """The template of ``scope["route"]`` (and the Mounts above it, below ``root_path``), or ``None``."""
+    route = scope["route"]
+    path = route if isinstance(route, str) else getattr(route, "path", None)
+    if not isinstance(path, str):
+        return None
+    template = _templates.get(path)
+    if template is None:
+        template = _strip_converters(path)
+        if len(_templates) < 4096:  # routes are finite; the bound guards against generated ones
+            _templates[path] = template
+    if len(scope.get("root_path", "")) > len(root_path):  # below a Mount: rare, so the work is here
+        return _mounted(scope, route, template, root_path)
+    return template
+
+
+def _route_while_running(request: Any) -> str | None:
+    """The route reader for events tracked inside an ASGI app: Starlette's router has put
+    ``scope["route"]`` into the very scope the middleware holds before the endpoint runs. Mounts are
+    counted from the app's root (``app_root_path``), where this middleware usually sits."""
+    if type(request) is not dict or "route" not in request:
+        return None
+    base = request.get("app_root_path", request.get("root_path"))
+    return _route_template(request, base if isinstance(base, str) else "")
+
+
+add_route_reader(_route_while_running)
 
 
 # (root_path, root_path at the middleware, id(router), id(route)) -> (route, template): one walk per
@@ -183,7 +200,7 @@ def _take_route(state: RequestState, scope: MutableMapping[str, Any], root_path:
 _mounted_cache: dict[tuple[str, str, int, int], tuple[object, str | None]] = {}
 
 
-def _mounted(scope: MutableMapping[str, Any], route: object, tail: str, root_path: str) -> str | None:
+def _mounted(scope: Mapping[str, Any], route: object, tail: str, root_path: str) -> str | None:
     """The template of a route reached through Mounts, or ``None`` (the raw path) when the mounts
     cannot be seen.
 

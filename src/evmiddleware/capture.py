@@ -134,13 +134,17 @@ class RequestState(RequestContext):
     @property  # RequestContext has a plain attribute; here it is computed
     def facts(self) -> dict[str, Any]:
         """``method``, ``path`` and, once known, ``route``: built when ``track()`` first asks for them
-        (most requests never do), and again after the route changed."""
+        (most requests never do), and again after the route changed. Inside a handler the adapters
+        have not recorded the route yet (they do after the app ran): the route readers find it in the
+        request, where the framework's routing left it."""
         facts = self._facts
         if facts is None:
             facts = {"method": self.seen[0], "path": self.seen[1]}
-            if self._route:
-                facts["route"] = self._route
-            self._facts = facts
+            route = self._route or _read_route(self.request)
+            if route:
+                # Not kept as ``_route``: the adapter records the final one after the app ran.
+                facts["route"] = route
+                self._facts = facts  # cached once a route is known; before routing, asked again
         return facts
 
     @facts.setter
@@ -517,6 +521,31 @@ class Capture:
                 continue
             if prop not in props and not looks_secret(key):
                 props[prop] = unquote_plus(value)[:_MAX_PARAM]
+
+
+_route_readers: list[Callable[[Any], str | None]] = []
+
+
+def add_route_reader(reader: Callable[[Any], str | None]) -> None:
+    """How an adapter finds the route template in its ``request`` (the scope, the framework's request)
+    while the app runs, for events tracked by hand; the adapter records it itself after the app ran.
+    A reader returns ``None`` for a request it does not know; one that raises counts as ``None``."""
+    if reader not in _route_readers:
+        _route_readers.append(reader)
+
+
+def _read_route(request: Any) -> str | None:
+    if request is None:
+        return None
+    for reader in _route_readers:
+        try:
+            route = reader(request)
+        except Exception as exc:
+            _failed("route_reader", exc)
+            continue
+        if route:
+            return route
+    return None
 
 
 def _hook(where: str, hook: Callable[[Any], Any], request: Any, default: Any) -> Any:

@@ -367,7 +367,7 @@ def test_context_in_a_sync_handler_run_in_starlettes_thread_pool(tracked):
         ("after_login", "anon-1", "user-1"),
         ("http_request", "anon-1", "user-1"),  # identify() inside the thread reached the middleware
     ]
-    assert tracked[0].context == {"method": "GET", "path": "/"}
+    assert tracked[0].context == {"method": "GET", "path": "/", "route": "/"}  # routed before the handler
 
 
 def test_context_in_asgiref_sync_to_async_and_in_spawned_tasks(tracked):

@@ -59,6 +59,14 @@ def test_no_middleware_of_ours_is_adapted_between_sync_and_async(get, caplog, ev
     assert [event.name for event in events] == ["profile_viewed", "http_request"]
 
 
+@pytest.mark.parametrize("get", [sync_get, aget], ids=["sync", "async"])
+def test_an_event_tracked_in_a_view_carries_the_route(get, events):
+    with site():
+        get("/me")
+    tracked = next(event for event in events if event.name == "profile_viewed")
+    assert dict(tracked.context) == {"method": "GET", "path": "/me", "route": "/me"}
+
+
 def test_the_async_path_reads_the_user_with_auser_never_request_user(events):
     with site(f"{SITE}.UserThroughAuser"):
         response = aget("/me", headers={"x-user": "17"})

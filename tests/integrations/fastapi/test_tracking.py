@@ -47,6 +47,29 @@ def test_one_line_adds_a_pure_asgi_middleware_once():
     assert second.capture is first.capture
 
 
+@pytest.mark.parametrize("sync", [False, True], ids=["async endpoint", "sync endpoint"])
+def test_an_event_tracked_in_an_endpoint_carries_the_route(events, sync):
+    app = FastAPI()
+    if sync:
+
+        @app.get("/orders/{order_id}")
+        def order_sync(order_id: int) -> dict[str, int]:
+            evmiddleware.track("order_viewed")
+            return {"order_id": order_id}
+
+    else:
+
+        @app.get("/orders/{order_id}")
+        async def order(order_id: int) -> dict[str, int]:
+            evmiddleware.track("order_viewed")
+            return {"order_id": order_id}
+
+    EventTracking(app)
+    client_for(app).get("/orders/7")
+    tracked = next(event for event in events if event.name == "order_viewed")
+    assert dict(tracked.context) == {"method": "GET", "path": "/orders/7", "route": "/orders/{order_id}"}
+
+
 def test_bad_options_fail_at_install_time_not_at_the_first_request():
     with pytest.raises(evmiddleware.ConfigurationError, match="sample_rate"):
         EventTracking(new_app(), sample_rate=3)
