@@ -246,7 +246,11 @@ def test_an_event_the_spool_cannot_write_is_counted_and_the_rest_of_its_pull_del
         assert evmiddleware.track("e", {"bad": "\ud800"}, user_id="u") is not None  # a lone surrogate
         for i in range(5, 10):
             evmiddleware.track("e", {"i": i}, user_id="u")
-        assert not evmiddleware.flush(10)  # finished promptly; one event not delivered
+        # Finished promptly. Its answer depends on a race: False when the bad event was still waiting at
+        # the call, True when the dispatcher had already counted it (then nothing before it was pending).
+        started = time.monotonic()
+        evmiddleware.flush(10)
+        assert time.monotonic() - started < 5
         assert sorted(e["properties"]["i"] for e in server.events()) == list(range(-1, 10))
     row = evmiddleware.stats()["providers"]["flokit"]
     assert (row["sent"], row["dropped"], row["queued"], row["enqueued"]) == (11, {"encode_error": 1}, 0, 12)
