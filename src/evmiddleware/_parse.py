@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import threading
 import urllib.parse
 from typing import Any
 
@@ -21,9 +20,10 @@ def parse_bool(value: Any) -> bool:
     raise ValueError(f"{value!r} is not a boolean (use 1/0, true/false)")
 
 
-#: The longest duration (seconds) a setting may hold: the most a thread can wait for a lock or a join.
-#: Beyond it (or at ``inf``) ``shutdown()`` raised ``OverflowError``; ``nan`` compared false everywhere.
-MAX_SECONDS = threading.TIMEOUT_MAX
+#: The longest duration (seconds) a setting may hold: a year, far below what a thread can wait for a
+#: lock or a join (``threading.TIMEOUT_MAX``, which ``shutdown()`` passes with a second added). Beyond
+#: that (or at ``inf``) ``shutdown()`` raised ``OverflowError``; ``nan`` compared false everywhere.
+MAX_SECONDS = 365 * 24 * 3600.0
 
 #: The most events ``max_queue`` may hold per provider; far above any real need, and small enough for
 #: every place the number goes (a spool claim's SQLite ``LIMIT`` overflowed at 2**63).

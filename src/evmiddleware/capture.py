@@ -134,17 +134,20 @@ class RequestState(RequestContext):
     @property  # RequestContext has a plain attribute; here it is computed
     def facts(self) -> dict[str, Any]:
         """``method``, ``path`` and, once known, ``route``: built when ``track()`` first asks for them
-        (most requests never do), and again after the route changed. Inside a handler the adapters
-        have not recorded the route yet (they do after the app ran): the route readers find it in the
-        request, where the framework's routing left it."""
+        (most requests never do), and again when the route changed. Inside a handler the adapters have
+        not recorded the route yet (they do after the app ran): the route readers find it in the
+        request, where the framework's routing left it, and may find a closer one later in the same
+        request (a Mount first, then the route inside it)."""
         facts = self._facts
-        if facts is None:
+        route = self._route
+        if not route and _route_readers:
+            route = _read_route(self.request)
+        if facts is None or facts.get("route") != route:
+            # A new dict, never a mutation: events already queued share the old one with the dispatcher.
             facts = {"method": self.seen[0], "path": self.seen[1]}
-            route = self._route or _read_route(self.request)
             if route:
-                # Not kept as ``_route``: the adapter records the final one after the app ran.
                 facts["route"] = route
-                self._facts = facts  # cached once a route is known; before routing, asked again
+            self._facts = facts
         return facts
 
     @facts.setter

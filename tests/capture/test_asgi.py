@@ -757,3 +757,30 @@ async def async_user_of(scope):
 def test_an_async_hook_is_refused_when_the_middleware_is_built(hook):
     with pytest.raises(evmiddleware.ConfigurationError, match=f"{hook}: .* is async"):
         EventMiddleware(make_raw_app(), **{hook: async_user_of})
+
+
+def test_an_event_tracked_below_a_mount_gets_the_route_found_last_not_the_mount_s(tracked):
+    # The outer router records the Mount first; a middleware of the mounted app tracks before the inner
+    # router records the endpoint's route. Each event gets the route known when it was tracked.
+    from starlette.middleware import Middleware
+
+    class Audit:
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] == "http":
+                evmiddleware.track("audit")
+            await self.app(scope, receive, send)
+
+    async def item(request):
+        evmiddleware.track("item_viewed")
+        return PlainTextResponse("ok")
+
+    sub = Starlette(routes=[Route("/items/{iid}", item)], middleware=[Middleware(Audit)])
+    app = EventMiddleware(Starlette(routes=[Mount("/v1", app=sub)]))
+    with TestClient(app) as client:
+        assert client.get("/v1/items/7").status_code == 200
+    routes = {event.name: event.context.get("route") for event in tracked if event.name != "http_request"}
+    assert routes == {"audit": "/v1", "item_viewed": "/v1/items/{iid}"}
+    assert request_events(tracked)[0].properties["route"] == "/v1/items/{iid}"

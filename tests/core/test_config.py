@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import evmiddleware
-from evmiddleware._parse import MAX_QUEUE_LIMIT
+from evmiddleware._parse import MAX_QUEUE_LIMIT, MAX_SECONDS
 from evmiddleware.config import load_settings
 from evmiddleware.errors import ConfigurationError
 
@@ -29,6 +29,15 @@ def test_a_duration_must_be_finite(name, value):
         load_settings({}, {f"EVMIDDLEWARE_{name.upper()}": str(value)})
     with pytest.raises(ConfigurationError, match=name):
         load_settings({name: value}, {})
+
+
+def test_the_longest_shutdown_timeout_accepted_still_shuts_down():
+    # The bound once was threading.TIMEOUT_MAX, which shutdown() overflowed by joining a second longer.
+    evmiddleware.configure(local_sink="memory", shutdown_timeout=MAX_SECONDS)
+    evmiddleware.track("e", user_id="u")
+    evmiddleware.shutdown()
+    with pytest.raises(ConfigurationError, match="shutdown_timeout"):
+        load_settings({"shutdown_timeout": MAX_SECONDS * 2}, {})
 
 
 def test_an_infinite_shutdown_timeout_is_refused_by_configure():
