@@ -16,19 +16,7 @@ import evmiddleware
 from evmiddleware import api
 from evmiddleware.context import request_context
 from evmiddleware.providers.sinks import MemorySink
-
-
-class Clock:
-    """``time.perf_counter`` that moves only when the test says so: exact durations, no sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.capture.capture_helpers import Clock  # time.perf_counter moved by the test: exact durations
 
 
 @pytest.fixture
