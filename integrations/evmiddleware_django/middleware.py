@@ -11,9 +11,8 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse  # type: ignore[import-untyped]
 
 from evmiddleware.capture import Capture, RequestState, _failed, add_route_reader
-from evmiddleware.capture_options import _is_async
+from evmiddleware.capture_options import _is_async, refuse_async
 from evmiddleware.context import _current
-from evmiddleware.errors import ConfigurationError
 from evmiddleware.lifecycle import install_signal_handler
 
 from . import conf
@@ -101,10 +100,9 @@ class EventMiddleware:
         self._async = iscoroutinefunction(get_response)
         if self._async:
             markcoroutinefunction(self)
-        elif _is_async(self._resolver):  # only the async path awaits it
-            raise ConfigurationError(
-                f"USER_ID_RESOLVER: {self._resolver!r} is async, and this middleware runs synchronously"
-                " (WSGI, or a sync-only middleware below it): give a plain function"
+        else:  # only the async path awaits an async resolver
+            refuse_async(
+                "USER_ID_RESOLVER", self._resolver, "this middleware runs synchronously and calls it"
             )
         if self._capture.options.install_signal_handler:
             install_signal_handler()

@@ -15,7 +15,7 @@ import evmiddleware
 from evmiddleware import context
 from evmiddleware.asgi import STATE_KEY, EventMiddleware
 from evmiddleware.capture import Capture, RequestState
-from evmiddleware.capture_options import _is_async
+from evmiddleware.capture_options import refuse_async
 from evmiddleware.context import RequestContext
 from evmiddleware.lifecycle import ASGIApp, install_signal_handler
 
@@ -50,11 +50,7 @@ class EventTracking:
             self.capture: Capture = installed.capture
             return
         for hook in _REQUEST_HOOKS:
-            if _is_async(options.get(hook)):  # checked here: wrapped below, it would look sync
-                raise evmiddleware.ConfigurationError(
-                    f"{hook}: {options[hook]!r} is async; the middleware calls it without await:"
-                    " give a plain function"
-                )
+            refuse_async(hook, options.get(hook))  # here: wrapped below, it would look sync
             if callable(options.get(hook)):
                 options[hook] = _with_request(options[hook])
         self.capture = Capture(**options)

@@ -15,7 +15,7 @@ from flask.signals import got_request_exception, request_finished, request_start
 
 import evmiddleware
 from evmiddleware.capture import CaptureOptions, RequestState, _failed
-from evmiddleware.capture_options import _is_async
+from evmiddleware.capture_options import refuse_async
 from evmiddleware.context import RequestContext, add_lookup
 from evmiddleware.wsgi import STATE_KEY, EventMiddleware, WSGIApp
 
@@ -87,10 +87,7 @@ class EventTracking:
             user_id = _flask_login_resolver()
         if user_id is not None and not callable(user_id):
             raise evmiddleware.ConfigurationError(f"user_id_resolver: {user_id!r} is not callable")
-        if _is_async(user_id):  # called without await when the request starts
-            raise evmiddleware.ConfigurationError(
-                f"user_id_resolver: {user_id!r} is async; give a plain function"
-            )
+        refuse_async("user_id_resolver", user_id, "Flask calls it as the request starts")
         middleware = EventMiddleware(cast(WSGIApp, app.wsgi_app), CaptureOptions(**capture_options))
         app.wsgi_app = middleware  # type: ignore[method-assign]  # Flask's documented way to wrap it
         app.extensions[EXTENSION_KEY] = middleware

@@ -43,6 +43,26 @@ def configure(**settings: Any) -> None:
     _rt.replace(settings)
 
 
+def _active_runtime() -> _rt.Runtime | None:
+    """The runtime events go to; ``None`` when tracking is off or the configuration is invalid
+    (logged: only reachable without configure() or a middleware, which raise at start-up instead)."""
+    try:
+        runtime = _rt._runtime or _rt.current()  # the module global first: no call per event
+    except ConfigurationError as exc:
+        limited.log(
+            logging.ERROR, "config", "evmiddleware: not tracking, the configuration is invalid: %s", exc
+        )
+        return None
+    return None if runtime.disabled else runtime
+
+
+def _refuse(runtime: _rt.Runtime, exc: EventError) -> None:
+    """An event refused for ``exc``: raised in strict mode, otherwise counted and logged (rate-limited)."""
+    if runtime.settings.strict:
+        raise exc
+    runtime.drop(None, exc.reason, str(exc))
+
+
 def _emit(
     name: object,
     properties: Mapping[str, Any] | None,
@@ -54,15 +74,8 @@ def _emit(
     request: bool = True,
     aliases: Mapping[str, str] | None = None,
 ) -> str | None:
-    try:
-        runtime = _rt._runtime or _rt.current()  # the module global first: no call per event
-    except ConfigurationError as exc:
-        # Only reachable without configure() or a middleware, which raise at start-up instead.
-        limited.log(
-            logging.ERROR, "config", "evmiddleware: not tracking, the configuration is invalid: %s", exc
-        )
-        return None
-    if runtime.disabled:
+    runtime = _active_runtime()
+    if runtime is None:
         return None
     try:
         ctx = _current.get() if request else None
@@ -106,9 +119,7 @@ def _emit(
         runtime.submit(event)
         return event.id
     except EventError as exc:
-        if runtime.settings.strict:
-            raise
-        runtime.drop(None, exc.reason, str(exc))
+        _refuse(runtime, exc)
     except Exception as exc:
         if runtime.settings.strict:
             raise
@@ -221,33 +232,15 @@ def identify(user_id: str, **traits: Any) -> str | None:
         if clean is None:
             raise EventError("invalid_id", "identify() needs a user_id, not None or an empty string")
     except EventError as exc:
-        _refuse(exc)
+        runtime = _active_runtime()
+        if runtime is not None:
+            _refuse(runtime, exc)
         return None
     ctx = _current.get() or _looked_up()
     if ctx is not None:
         ctx.user_id = clean
         ctx.identified = True
     return _emit("identify", traits, clean, None, None, "identify")
-
-
-def _refuse(exc: EventError) -> None:
-    """An event refused before :func:`_emit` saw it, handled as ``_emit`` handles one: nothing when
-    tracking is off, raised in strict mode, otherwise counted and logged (rate-limited)."""
-    try:
-        runtime = _rt._runtime or _rt.current()
-    except ConfigurationError as config_error:
-        limited.log(
-            logging.ERROR,
-            "config",
-            "evmiddleware: not tracking, the configuration is invalid: %s",
-            config_error,
-        )
-        return
-    if runtime.disabled:
-        return
-    if runtime.settings.strict:
-        raise exc
-    runtime.drop(None, exc.reason, str(exc))
 
 
 def _tracking_failed(exc: Exception) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from . import capture as _capture
 from .capture import Capture, CaptureOptions, RequestState, _failed, add_route_reader
-from .capture_options import _sync_user_id_only
+from .capture_options import refuse_async
 from .context import _current
 from .lifecycle import ASGIApp, Message, Receive, Send, install_signal_handler, run_lifespan
 
@@ -53,7 +53,7 @@ class EventMiddleware:
     def __init__(self, app: ASGIApp, options: CaptureOptions | None = None, **overrides: Any) -> None:
         self.app = app
         self.capture = Capture(options, **overrides)
-        _sync_user_id_only(self.capture.options)
+        refuse_async("user_id_resolver", self.capture.options.user_id_resolver)
         if self.capture.options.install_signal_handler:
             install_signal_handler()
 
@@ -61,7 +61,8 @@ class EventMiddleware:
     def routes(self) -> list[Any]:
         """The wrapped app's routes, as Starlette's ``Mount`` looks for them: the router mounted under
         this middleware stays visible (``url_for``, and the route templates of requests below it)."""
-        return list(getattr(self.app, "routes", None) or [])
+        routes: list[Any] = getattr(self.app, "routes", None) or []
+        return routes
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or STATE_KEY in scope:

@@ -119,8 +119,7 @@ class CaptureOptions:
         # consent, its repr as the route). The user id resolver is checked by each middleware instead:
         # Django's awaits an async one.
         for hook in ("consent", "route_resolver"):
-            if _is_async(getattr(self, hook)):
-                raise ConfigurationError(f"{hook}: {getattr(self, hook)!r} is async; give a plain function")
+            refuse_async(hook, getattr(self, hook))
 
 
 def _is_async(hook: Any) -> bool:
@@ -133,12 +132,12 @@ def _is_async(hook: Any) -> bool:
     return inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__)
 
 
-def _sync_user_id_only(options: CaptureOptions) -> None:
-    """Refuse an async ``user_id_resolver``: the ASGI and WSGI middlewares call it without ``await``."""
-    if _is_async(options.user_id_resolver):
+def refuse_async(setting: str, hook: Any, where: str = "the middleware calls it") -> None:
+    """Refuse an async ``hook`` given as ``setting``: ``where`` (without ``await``) a coroutine would
+    stand for its answer. Every adapter that calls hooks on the request path checks them with this."""
+    if _is_async(hook):
         raise ConfigurationError(
-            f"user_id_resolver: {options.user_id_resolver!r} is async; this middleware calls it on the"
-            " request path without await: give a plain function"
+            f"{setting}: {hook!r} is async; {where} without await: give a plain function"
         )
 
 

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, Optional
 
 from .capture import Capture, CaptureOptions, RequestState
-from .capture_options import _sync_user_id_only
+from .capture_options import refuse_async
 from .context import _current
 from .lifecycle import install_signal_handler
 
@@ -53,7 +53,7 @@ class EventMiddleware:
     def __init__(self, app: WSGIApp, options: CaptureOptions | None = None, **overrides: Any) -> None:
         self.app = app
         self.capture = Capture(options, **overrides)
-        _sync_user_id_only(self.capture.options)
+        refuse_async("user_id_resolver", self.capture.options.user_id_resolver)
         if self.capture.options.install_signal_handler:
             install_signal_handler()
 

@@ -258,12 +258,15 @@ def test_a_dispatcher_that_dies_releases_a_waiting_flush_and_counts_the_batch_in
     from evmiddleware.dispatcher import Dispatcher
     from evmiddleware.providers.base import Limits
 
+    sending = asyncio.Event()
+
     async def broken(self, tasks):
-        await asyncio.sleep(0.3)
+        await sending.wait()  # dies once the first batch is in flight
         raise RuntimeError("bug in the dispatcher")
 
     class SlowSink(MemorySink):  # the first batch is still in flight when the thread dies
         async def send(self, batch, client):
+            sending.set()
             await asyncio.sleep(30)
             return await super().send(batch, client)
 
