@@ -38,8 +38,15 @@ def positive_float(value: Any) -> float:
     return number
 
 
+def whole_number(value: Any) -> int:
+    """An int, or a string or float that is one: ``int()`` alone turned 1.9 into 1 and True into 1."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(value)
+
+
 def positive_int(value: Any) -> int:
-    number = int(value)
+    number = whole_number(value)
     if number <= 0:
         raise ValueError(f"{value!r} must be a positive whole number")
     return number
@@ -76,8 +83,8 @@ def parse_rate(value: Any) -> tuple[tuple[int, float], ...]:
         pairs = []
         for part in value.split(","):
             count, _, window = part.strip().partition("/")
-            pairs.append((int(count), float(window or 1)))
-    result = tuple((int(count), float(window)) for count, window in pairs)
+            pairs.append((whole_number(count), float(window or 1)))
+    result = tuple((whole_number(count), float(window)) for count, window in pairs)
     # A nan window turned the limit off and an infinite one stalled the lane for good.
     if any(count <= 0 or not 0 < window <= MAX_SECONDS for count, window in result):
         raise ValueError(f"{value!r}: counts and windows must be positive, windows finite")

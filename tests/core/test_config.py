@@ -56,3 +56,22 @@ def test_max_queue_has_an_upper_bound(value):
 
 def test_max_queue_up_to_the_bound_is_accepted():
     assert load_settings({}, {"EVMIDDLEWARE_MAX_QUEUE": str(MAX_QUEUE_LIMIT)}).max_queue == MAX_QUEUE_LIMIT
+
+
+@pytest.mark.parametrize("name", ["max_event_bytes", "max_depth", "max_queue"])
+@pytest.mark.parametrize("value", [1.9, "1.9", True])
+def test_a_count_must_be_a_whole_number(name, value):
+    # int() alone took 1.9 as 1 (a 1-byte event limit) and True as 1.
+    with pytest.raises(ConfigurationError, match=name):
+        load_settings({name: value}, {})
+
+
+def test_a_whole_float_is_a_count():
+    assert load_settings({"max_event_bytes": 4096.0}, {}).max_event_bytes == 4096
+
+
+@pytest.mark.parametrize("option", ["rate_limit", "max_in_flight"])
+def test_provider_counts_must_be_whole_numbers(option):
+    value = [(2.5, 1.0)] if option == "rate_limit" else 2.5
+    with pytest.raises(ConfigurationError, match=option):
+        load_settings({"flokit_api_key": "fk_test_1", f"flokit_{option}": value}, {})

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from .._parse import check_base_url, parse_rate
+from .._parse import check_base_url, parse_rate, positive_int
 from ..errors import ConfigurationError
 from .base import Limits
 
@@ -49,9 +49,7 @@ def read_http_options(
             raise ConfigurationError(f"{provider}_rate_limit: {exc}") from None
     if "max_in_flight" in options:
         try:
-            in_flight = int(options["max_in_flight"])
-            if in_flight <= 0:
-                raise ValueError("max_in_flight must be positive")
+            in_flight = positive_int(options["max_in_flight"])
         except (TypeError, ValueError, OverflowError) as exc:
             raise ConfigurationError(f"{provider}_max_in_flight: {exc}") from None
         limits = dataclasses.replace(limits, max_in_flight=in_flight)
