@@ -366,3 +366,24 @@ def test_a_send_raising_oserror_mid_stream_is_a_disconnect(events):
     (event,) = [e for e in events if e.properties.get("path") == "/stream"]
     assert (event.properties["status_code"], event.properties.get("disconnected")) == (200, True)
     assert "error_type" not in event.properties
+
+
+def test_an_exception_a_class_handler_answers_records_the_handlers_status(events):
+    # README: a handler for the exception's class is the app's own answer, without error_type.
+    app = new_app()
+
+    async def on_value_error(request: Request, exc: Exception) -> Any:
+        from fastapi.responses import PlainTextResponse
+
+        return PlainTextResponse("bad input", status_code=422)
+
+    app.add_exception_handler(ValueError, on_value_error)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise ValueError("bad")
+
+    EventTracking(app)
+    assert client_for(app).get("/boom").status_code == 422
+    [event] = request_events(events)
+    assert (event.properties["status_code"], event.properties.get("error_type")) == (422, None)

@@ -13,6 +13,7 @@ import pytest
 
 import evmiddleware
 from evmiddleware import capture, runtime
+from evmiddleware.providers.sinks import MemorySink
 from evmiddleware.wsgi import EventMiddleware
 
 from .._contract import request_events
@@ -324,3 +325,52 @@ def test_an_async_hook_fails_at_install_time(hook):
 
     with pytest.raises(evmiddleware.ConfigurationError, match=f"{hook}: .* is async"):
         EventTracking(new_app(), **{hook: answer})
+
+
+def test_the_readmes_testing_recipe_sees_the_request_once_the_response_is_closed():
+    # README "Testing your app": a MemorySink, strict mode, the response closed by a with block.
+    sink = MemorySink()
+    evmiddleware.configure(providers=[sink], strict=True)
+    app = new_app()
+
+    @app.get("/viewed/<int:item_id>")
+    def viewed(item_id: int) -> str:
+        evmiddleware.track("item_viewed", {"item_id": item_id})
+        return "ok"
+
+    EventTracking(app)
+    response = app.test_client().get("/viewed/6")
+    assert response.get_data() == b"ok"
+    assert evmiddleware.flush(timeout=2)
+    assert [e.name for e in sink.events] == ["item_viewed"]  # werkzeug's client has not closed it
+    response.close()
+    with app.test_client().get("/viewed/7") as response:
+        assert response.status_code == 200
+    assert evmiddleware.flush(timeout=2)
+    names = [(e.name, e.properties.get("route")) for e in sink.events]
+    assert names == [
+        ("item_viewed", None),
+        ("http_request", "/viewed/{item_id}"),
+        ("item_viewed", None),
+        ("http_request", "/viewed/{item_id}"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("handled", "expected"),
+    [(500, (500, "KeyError")), (Exception, (503, None)), (KeyError, (503, None))],
+)
+def test_an_exception_the_apps_handler_answers_records_the_handlers_status(events, handled, expected):
+    # README: errorhandler(500) runs for unhandled exceptions (Flask signals them: error_type kept);
+    # a handler for the exception's class is the app's own answer.
+    app = new_app()
+    app.register_error_handler(handled, lambda exc: ("sorry", expected[0]))
+
+    @app.get("/boom")
+    def boom() -> str:
+        raise KeyError("missing")
+
+    EventTracking(app)
+    assert get(app, "/boom").status_code == expected[0]
+    [event] = request_events(events)
+    assert (event.properties["status_code"], event.properties.get("error_type")) == expected
