@@ -75,18 +75,21 @@ class EventMiddleware:
         cookie = None if state.set_cookie is None else (b"set-cookie", state.set_cookie.encode("latin-1"))
         root_path = scope.get("root_path", "")
         trailers = False
+        started_in: object = None  # the code of the coroutine the server's send returned for the start
 
         # A plain function that hands back the server's awaitable: a coroutine of our own (a frame to
         # build and run per message) only for the last message, which has work left after it.
         def send_tracked(message: Message) -> Awaitable[None]:
-            nonlocal trailers
+            nonlocal trailers, started_in
             kind = message["type"]
             if kind == "http.response.start":
                 state.status = message.get("status")
                 trailers = message.get("trailers", False)
                 if cookie is not None:  # a new dict: the app may reuse its message
                     message = {**message, "headers": [*message.get("headers", ()), cookie]}
-                return send(message)
+                sending = send(message)
+                started_in = getattr(sending, "cr_code", None)  # see _client_left
+                return sending
             if kind in _BODY:
                 if message.get("more_body", False) or trailers:
                     return send(message)
@@ -108,7 +111,7 @@ class EventMiddleware:
             await self.app(scope, receive_tracked, send_tracked)
         except BaseException as exc:
             if not state.done:
-                if _client_left(exc, send):  # the client left: no app error
+                if _client_left(exc, (_code_of(send), started_in)):  # the client left: no app error
                     state.disconnected = True
                     if state.ended is not None:  # the 5xx page the framework sent for this very
                         state.status = None  # exception (see _send_last) reached no one: 499
@@ -259,27 +262,36 @@ def _through_mounts(
     return None
 
 
-def _client_left(exc: BaseException, send: Send) -> bool:
+def _client_left(exc: BaseException, senders: tuple[object, object]) -> bool:
     """True when ``exc`` says the client went away: Starlette's ``ClientDisconnect`` (by name: the core
     imports no framework), or an ``OSError`` raised by the server's ``send`` (ASGI spec 2.4), which
     Starlette's streaming response turns into ``ClientDisconnect``. An ``OSError`` of the app's own
-    (a file, a database) is an error: only one the server's ``send`` raised counts."""
+    (a file, a database) is an error: only one raised below a frame of ``senders`` counts: the code of
+    the ``send`` the middleware was given, and of the coroutine it returned for the response's start
+    (the server's own, when an outer middleware's ``send`` is a plain function handing it on)."""
     group = getattr(exc, "exceptions", None)  # an exception group (Starlette < 0.28 streams in a task group)
     if isinstance(group, tuple) and group:
-        return all(_client_left(inner, send) for inner in group)
+        return all(_client_left(inner, senders) for inner in group)
     if type(exc).__name__ == "ClientDisconnect":
         if not isinstance(exc.__context__, OSError):  # request.body() after http.disconnect
             return True
         exc = exc.__context__
     if not isinstance(exc, OSError):
         return False
-    code = getattr(send, "__code__", None)  # a function's or a bound method's
     tb = exc.__traceback__
     while tb is not None:
-        if tb.tb_frame.f_code is code:
+        if tb.tb_frame.f_code in senders:
             return True
         tb = tb.tb_next
     return False
+
+
+def _code_of(send: Send) -> object:
+    """The code a call of ``send`` runs: a function's or a bound method's, or an object's ``__call__``."""
+    code = getattr(send, "__code__", None)
+    if code is None and callable(send):
+        code = getattr(type(send).__call__, "__code__", None)
+    return code
 
 
 def _strip_converters(path: str) -> str:

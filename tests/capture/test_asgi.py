@@ -704,6 +704,41 @@ def test_a_send_raising_oserror_is_a_disconnect_whichever_message(tracked, fail_
     assert "error_type" not in event.properties
 
 
+class _SendObject:
+    """An outer middleware's ``send`` that is an object, not a function."""
+
+    def __init__(self, send):
+        self.send = send
+
+    async def __call__(self, message):
+        await self.send(message)
+
+
+@pytest.mark.parametrize("wrapping", ["plain function", "callable object"])
+@pytest.mark.parametrize("fail_at", [0, 2])
+def test_a_send_failing_below_an_outer_middlewares_send_is_a_disconnect(tracked, wrapping, fail_at):
+    # The OSError's traceback holds neither the frame of a plain function that handed the server's
+    # awaitable on (it had returned) nor a function's __code__ for an object's __call__.
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+        await send({"type": "http.response.body", "body": b"b"})
+
+    inner = EventMiddleware(app)
+
+    async def outer(scope, receive, send):
+        if wrapping == "plain function":
+            await inner(scope, receive, lambda message: send(message))
+        else:
+            await inner(scope, receive, _SendObject(send))
+
+    _, raised = run_asgi_24(outer, fail_at=fail_at)
+    assert type(raised) is OSError
+    (event,) = request_events(tracked)
+    assert (event.properties["status_code"], event.properties.get("disconnected")) == (200, True)
+    assert "error_type" not in event.properties
+
+
 def test_a_client_gone_while_starlette_reads_the_body_is_499_not_an_error(tracked):
     from starlette.requests import ClientDisconnect
 
