@@ -38,6 +38,8 @@ __all__ = ["STATE_KEY", "EventMiddleware"]
 #: Scope key holding the request's :class:`~evmiddleware.capture.RequestState` (or ``None`` when the
 #: request is not tracked); it also tells an inner copy of the middleware that the request is taken.
 STATE_KEY = "evmiddleware.state"
+#: The scope's ``root_path`` where the middleware took the request (absent when empty).
+_ROOT_PATH_KEY = "evmiddleware.root_path"
 
 _BODY = ("http.response.body", "http.response.zerocopysend")
 _templates: dict[str, str] = {}
@@ -74,6 +76,8 @@ class EventMiddleware:
             return
         cookie = None if state.set_cookie is None else (b"set-cookie", state.set_cookie.encode("latin-1"))
         root_path = scope.get("root_path", "")
+        if root_path:  # for the route reader: the routers below grow the scope's own root_path
+            scope[_ROOT_PATH_KEY] = root_path
         trailers = False
         started_in: object = None  # the code of the coroutine the server's send returned for the start
 
@@ -189,11 +193,10 @@ def _route_template(scope: Mapping[str, Any], root_path: str) -> str | None:
 def _route_while_running(request: Any) -> str | None:
     """The route reader for events tracked inside an ASGI app: Starlette's router has put
     ``scope["route"]`` into the very scope the middleware holds before the endpoint runs. Mounts are
-    counted from the app's root (``app_root_path``), where this middleware usually sits."""
+    counted from where the middleware sits, as for the request's own event."""
     if type(request) is not dict or "route" not in request:
         return None
-    base = request.get("app_root_path", request.get("root_path"))
-    return _route_template(request, base if isinstance(base, str) else "")
+    return _route_template(request, request.get(_ROOT_PATH_KEY, ""))
 
 
 add_route_reader(_route_while_running)

@@ -640,7 +640,10 @@ def test_a_route_below_mounts_is_recorded_with_the_mounts_own_templates(tracked,
 
 
 def test_a_middleware_inside_a_mount_records_templates_from_where_it_sits(tracked):
-    ok = lambda request: PlainTextResponse("ok")  # noqa: E731
+    def ok(request):
+        evmiddleware.track("by_hand")
+        return PlainTextResponse("ok")
+
     inner = Starlette(routes=[Route("/plain", ok), Mount("/users/{uid}", routes=[Route("/items", ok)])])
     outer = Starlette(routes=[Mount("/api/{version}", EventMiddleware(inner))])
     with TestClient(outer) as client:
@@ -648,6 +651,9 @@ def test_a_middleware_inside_a_mount_records_templates_from_where_it_sits(tracke
         client.get("/api/v2/users/42/items")
     routes = [e.properties["route"] for e in request_events(tracked)]
     assert routes == ["/plain", "/users/{uid}/items"]
+    # Events tracked by hand carry the same templates (they counted the Mounts from the app's root).
+    by_hand = [e.context.get("route") for e in tracked if e.name == "by_hand"]
+    assert by_hand == routes
 
 
 # -- the server's send raising: ASGI spec 2.4 ----------------------------------------------------
