@@ -58,10 +58,18 @@ class JsonlSink(Provider):
         return dumps(event.as_dict())
 
     async def send(self, batch: Batch, client: HttpClient) -> SendResult:
-        data = b"".join(item.data + b"\n" for item in batch.items)
+        data = memoryview(b"".join(item.data + b"\n" for item in batch.items))
         try:
-            with self.path.open("ab") as handle:
-                handle.write(data)
+            with self.path.open("ab", buffering=0) as handle:
+                start = handle.tell()
+                try:
+                    while data:
+                        data = data[handle.write(data) :]
+                except OSError:
+                    # A full disk cut the batch short: take back what it wrote (half a line), since the
+                    # retry writes the whole batch again.
+                    handle.truncate(start)
+                    raise
         except OSError as exc:
             return SendResult("retry", reason=f"cannot write {self.path}: {exc.strerror}")
         return OK
