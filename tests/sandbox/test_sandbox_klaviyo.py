@@ -85,6 +85,21 @@ def test_repeat_across_requests_counted_as_duplicate(sb, client):
     assert sb.stats()["providers"]["klaviyo"]["duplicates"] == 1
 
 
+@pytest.mark.parametrize(
+    ("first", "second", "duplicates"),
+    [
+        ("2025-01-01T10:00:00.100Z", "2025-01-01T10:00:00.900Z", 1),  # was 0: keyed on the millisecond
+        ("2025-01-01T10:00:00Z", "2025-01-01T12:00:00+02:00", 1),  # the same second, other offset
+        ("2025-01-01T10:00:00.900Z", "2025-01-01T10:00:01.100Z", 0),
+    ],
+)
+def test_without_a_unique_id_the_time_to_the_second_is_the_key(sb, client, first, second, duplicates):
+    for time in (first, second):
+        body = kl_body([kl_event(unique_id=DROP, time=time)])
+        assert post(client, kl_url(sb), body, kl_headers()).status_code == 202
+    assert sb.stats()["providers"]["klaviyo"]["duplicates"] == duplicates
+
+
 def test_body_over_5_mb_rejected(sb, client):
     events = [kl_event(unique_id=f"u{i}", properties={"blob": "x" * 6000}) for i in range(1000)]
     r = post(client, kl_url(sb), kl_body(events), kl_headers())

@@ -25,6 +25,7 @@ from .validation import (
     json_depth,
     parse_json,
     strings_over,
+    whole_second_utc,
 )
 
 __all__ = ["MAX_BODY_BYTES", "MAX_EVENTS", "KlaviyoAPI"]
@@ -194,7 +195,12 @@ def _validate(doc: Any) -> tuple[dict[str, Any], list[Accepted]]:
                 )
             seen.add((metric, unique_id))
         # Without a unique_id Klaviyo keys an event on its time to the second.
-        key = unique_id if unique_id is not None else event_attrs.get("time", canonical_json(item))
+        if unique_id is not None:
+            key = unique_id
+        elif "time" in event_attrs:
+            key = whole_second_utc(event_attrs["time"])
+        else:
+            key = canonical_json(item)
         identity = canonical_json([who, metric, key])
         accepted.append(Accepted({**item, "profile": profile}, identity))
     return profile, accepted
