@@ -8,6 +8,7 @@
 | ``evmiddleware.E004`` | the Klaviyo key is a private API key (``pk_…``) |
 | ``evmiddleware.E005`` | any other invalid value, in ``EVMIDDLEWARE`` or the environment |
 | ``evmiddleware.E006`` | ``EventMiddleware`` before ``AuthenticationMiddleware``, with the user id wanted |
+| ``evmiddleware.W001`` | ``EventMiddleware`` after ``FetchFromCacheMiddleware``: cached pages go untracked |
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = ["check_middleware_order", "check_settings", "register"]
 
 MIDDLEWARE_PATH = "evmiddleware_django.EventMiddleware"
 AUTH_MIDDLEWARE_PATH = "django.contrib.auth.middleware.AuthenticationMiddleware"
+FETCH_CACHE_MIDDLEWARE_PATH = "django.middleware.cache.FetchFromCacheMiddleware"
 
 
 def register() -> None:
@@ -102,7 +104,25 @@ def check_middleware_order(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
     middleware = list(getattr(settings, "MIDDLEWARE", None) or ())
-    if MIDDLEWARE_PATH not in middleware or AUTH_MIDDLEWARE_PATH not in middleware:
+    if MIDDLEWARE_PATH not in middleware:
+        return []
+    messages: list[checks.CheckMessage] = []
+    if FETCH_CACHE_MIDDLEWARE_PATH in middleware and middleware.index(MIDDLEWARE_PATH) > middleware.index(
+        FETCH_CACHE_MIDDLEWARE_PATH
+    ):
+        messages.append(
+            checks.Warning(
+                f"{MIDDLEWARE_PATH} comes after {FETCH_CACHE_MIDDLEWARE_PATH}: a page served from the "
+                "cache never reaches it and is not tracked.",
+                hint="List it before FetchFromCacheMiddleware (and after AuthenticationMiddleware).",
+                id="evmiddleware.W001",
+            )
+        )
+    return messages + _auth_order(middleware)
+
+
+def _auth_order(middleware: list[Any]) -> list[checks.CheckMessage]:
+    if AUTH_MIDDLEWARE_PATH not in middleware:
         return []
     try:
         config = conf.read(getattr(settings, conf.SETTING, None))

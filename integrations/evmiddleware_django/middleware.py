@@ -9,6 +9,7 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse  # type: ignore[import-untyped]
+from django.utils.cache import patch_cache_control, patch_vary_headers  # type: ignore[import-untyped]
 
 from evmiddleware.capture import Capture, RequestState, _failed, add_route_reader
 from evmiddleware.capture_options import _is_async, refuse_async
@@ -44,7 +45,9 @@ def django_route_template(route: str) -> str:
     """
     template = _templates.get(route)
     if template is None:
-        template = _NAMED_GROUP.sub(r"{\1}", route) if "(?P<" in route else _CONVERTER.sub(r"{\1}", route)
+        # Regex groups first: the converter pattern would take ``(?P<name>`` for a converter. Both
+        # kinds can meet in one route (a path() included below a re_path(), or the other way).
+        template = _CONVERTER.sub(r"{\1}", _NAMED_GROUP.sub(r"{\1}", route) if "(?P<" in route else route)
         if route.startswith("^") or route.endswith("$"):
             template = template.replace("^", "").replace("\\Z", "").rstrip("$")
         template = "/" + template.lstrip("/")
@@ -228,6 +231,11 @@ class EventMiddleware:
                 return response
             if state.set_cookie is not None and self._cookie not in response.cookies:
                 response.cookies.load(state.set_cookie)
+                # A visitor's own id: no cache may keep this response for another visitor (Django's
+                # per-site cache did, and handed the first visitor's id to everyone), as Django's CSRF
+                # and session cookies do.
+                patch_vary_headers(response, ("Cookie",))
+                patch_cache_control(response, private=True)
             state.status = response.status_code
             if isinstance(response, StreamingHttpResponse) and not hasattr(response, "file_to_stream"):
                 # Recorded after the last chunk or at close; a FileResponse may go out through the

@@ -29,6 +29,10 @@ def legacy(request: Any, code: str) -> HttpResponse:
     return HttpResponse("legacy")
 
 
+def any_parameters(request: Any, **parameters: Any) -> HttpResponse:
+    return HttpResponse("found")
+
+
 def missing(request: Any) -> HttpResponse:
     raise Http404("no such thing")
 
@@ -81,6 +85,8 @@ urlpatterns = [
     path("stream", stream),
     path("dated", dated),
     path("astream", astream),
+    re_path(r"^shop/(?P<shop>[a-z]+)/", include([path("items/<int:iid>/", any_parameters)])),
+    path("blog/<slug:blog>/", include([re_path(r"^posts/(?P<pk>[0-9]+)/$", any_parameters)])),
 ]
 
 

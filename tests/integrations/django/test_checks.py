@@ -68,3 +68,10 @@ def test_the_middleware_before_authentication_is_e006_when_the_user_id_is_wanted
 )
 def test_capture_values_the_middleware_would_refuse_are_e005(setting):
     assert ids(EVMIDDLEWARE=setting) == ["evmiddleware.E005"]
+
+
+def test_the_middleware_after_fetch_from_cache_is_w001():
+    update = "django.middleware.cache.UpdateCacheMiddleware"
+    fetch = "django.middleware.cache.FetchFromCacheMiddleware"
+    assert ids(MIDDLEWARE=[update, AUTH, fetch, OURS]) == ["evmiddleware.W001"]
+    assert ids(MIDDLEWARE=[update, AUTH, OURS, fetch]) == []

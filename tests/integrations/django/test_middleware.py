@@ -181,6 +181,58 @@ def test_included_and_regex_routes_are_recorded_as_templates(get, events):
 
 
 @pytest.mark.parametrize("get", [sync_get, aget], ids=["sync", "async"])
+def test_path_and_re_path_mixed_through_include_become_one_template(get, events):
+    with site():
+        assert get("/shop/acme/items/7/").status_code == 200
+        assert get("/blog/news/posts/12/").status_code == 200
+    # Were "/shop/{shop}/items/<int:iid>/" and "/blog/<slug:blog>/posts/{pk}/".
+    assert [e.properties["route"] for e in events] == [
+        "/shop/{shop}/items/{iid}/",
+        "/blog/{blog}/posts/{pk}/",
+    ]
+
+
+CACHE_MIDDLEWARE = (
+    "django.middleware.cache.UpdateCacheMiddleware",
+    "django.middleware.cache.FetchFromCacheMiddleware",
+)
+LOCAL_CACHE = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "evm-test"}
+}
+
+
+@pytest.mark.parametrize("client_class", [Client, AsyncClient], ids=["sync", "async"])
+def test_a_response_that_sets_the_visitors_cookie_is_never_cached_for_another_visitor(client_class, events):
+    # Django's per-site cache kept the first visitor's Set-Cookie and replayed it to every visitor.
+    def get(**cookies: str) -> Any:
+        client = client_class()
+        for name, value in cookies.items():
+            client.cookies[name] = value
+        return (
+            async_to_sync(client.get)("/legacy/2019/")
+            if client_class is AsyncClient
+            else client.get("/legacy/2019/")
+        )
+
+    update, fetch = CACHE_MIDDLEWARE
+    with override_settings(
+        ROOT_URLCONF=SITE,
+        MIDDLEWARE=[update, OURS, fetch],
+        CACHES=LOCAL_CACHE,
+        EVMIDDLEWARE={"TRACK_USER": False},
+    ):
+        from django.core.cache import cache
+
+        cache.clear()
+        first, second = get(), get(consent="yes")
+        returning = get(**{COOKIE: "known-visitor"})
+    ids = [response.cookies[COOKIE].value for response in (first, second)]
+    assert ids[0] != ids[1] and COOKIE not in returning.cookies
+    assert "private" in first["Cache-Control"] and "Cookie" in first["Vary"]
+    assert [e.anonymous_id for e in events] == [*ids, "known-visitor"]
+
+
+@pytest.mark.parametrize("get", [sync_get, aget], ids=["sync", "async"])
 def test_a_view_exception_is_recorded_with_its_type_and_the_status_djangos_response_has(get, events):
     with site():
         assert get("/fail").status_code == 500
