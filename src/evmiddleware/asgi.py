@@ -106,7 +106,9 @@ class EventMiddleware:
 
         async def receive_tracked() -> Message:
             message = await receive()
-            if message["type"] == "http.disconnect":
+            # After the last byte (a 5xx waits there for the app's exception) the disconnect is the
+            # server's note that the response is complete, which Starlette's streaming listens for.
+            if message["type"] == "http.disconnect" and state.ended is None:
                 state.disconnected = True
             return message
 
