@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Mapping, MutableMapping
 from typing import Any
 
 from . import capture as _capture
-from .capture import Capture, CaptureOptions, RequestState, _failed, add_route_reader
+from .capture import Capture, CaptureOptions, RequestState, _failed, add_route_reader, sets_cookie
 from .capture_options import refuse_async
 from .context import _current
 from .lifecycle import ASGIApp, Message, Receive, Send, install_signal_handler, run_lifespan
@@ -89,7 +89,10 @@ class EventMiddleware:
             if kind == "http.response.start":
                 state.status = message.get("status")
                 trailers = message.get("trailers", False)
-                if cookie is not None:  # a new dict: the app may reuse its message
+                if cookie is not None and not sets_cookie(
+                    message.get("headers", ()), b"set-cookie", self.capture.cookie_prefix_bytes
+                ):
+                    # A new dict: the app may reuse its message.
                     message = {**message, "headers": [*message.get("headers", ()), cookie]}
                 sending = send(message)
                 started_in = getattr(sending, "cr_code", None)  # see _client_left

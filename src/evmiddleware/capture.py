@@ -27,8 +27,8 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, AnyStr
 from urllib.parse import unquote_plus
 
 from . import runtime as _rt
@@ -195,6 +195,8 @@ class Capture:
         self.flush_timeout: float = options.flush_timeout or settings.shutdown_timeout
         self._event_name = options.event_name.strip()
         self._cookie_name = options.cookie_name
+        self.cookie_prefix = options.cookie_name + "="  # of a Set-Cookie value: see sets_cookie
+        self.cookie_prefix_bytes = self.cookie_prefix.encode("latin-1")
         self._cookies = _checked(
             "cookie", CookieWriter, options.cookie_name, options.cookie_max_age, options.cookie_domain
         )
@@ -524,6 +526,13 @@ class Capture:
                 continue
             if prop not in props and not looks_secret(key):
                 props[prop] = unquote_plus(value)[:_MAX_PARAM]
+
+
+def sets_cookie(headers: Iterable[tuple[AnyStr, AnyStr]], header: AnyStr, prefix: AnyStr) -> bool:
+    """Whether the app's own response headers set the visitor's cookie (``header`` is ``set-cookie``
+    and ``prefix`` ``name=``, as bytes under ASGI, str under WSGI): then the app's value wins, as it
+    would without the middleware (an app restoring a known id at sign-in). Asked of new visitors only."""
+    return any(name.lower() == header and value.lstrip().startswith(prefix) for name, value in headers)
 
 
 _route_readers: list[Callable[[Any], str | None]] = []

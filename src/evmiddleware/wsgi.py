@@ -22,7 +22,7 @@ from contextvars import copy_context
 from types import TracebackType
 from typing import Any, Optional
 
-from .capture import Capture, CaptureOptions, RequestState
+from .capture import Capture, CaptureOptions, RequestState, sets_cookie
 from .capture_options import refuse_async
 from .context import _current
 from .lifecycle import install_signal_handler
@@ -122,7 +122,9 @@ class _Body:
         except (TypeError, ValueError):  # the server will refuse it; not ours to judge
             state.status = None
         cookie = state.set_cookie
-        if cookie is not None:  # called again (with exc_info), the headers are replaced: add it again
+        # Called again (with exc_info), the headers are replaced: add it again. The app's own cookie of
+        # that name wins, as it would without the middleware (an app restoring a known id at sign-in).
+        if cookie is not None and not sets_cookie(headers, "set-cookie", self._capture.cookie_prefix):
             headers = [*headers, ("Set-Cookie", cookie)]
         if exc_info is None:
             return self._start_response(status, headers)

@@ -840,3 +840,13 @@ def test_an_event_tracked_below_a_mount_gets_the_route_found_last_not_the_mount_
     routes = {event.name: event.context.get("route") for event in tracked if event.name != "http_request"}
     assert routes == {"audit": "/v1", "item_viewed": "/v1/items/{iid}"}
     assert request_events(tracked)[0].properties["route"] == "/v1/items/{iid}"
+
+
+def test_an_app_that_sets_the_visitors_cookie_itself_keeps_its_value():
+    # An app restoring a known id (at sign-in) was overridden: the middleware's header came last.
+    own = (b"set-cookie", b"ev_anon_id=known-visitor; Path=/")
+    result = run_asgi(EventMiddleware(make_raw_app(headers=[own])), http_scope("/"))
+    assert result.set_cookies == ["ev_anon_id=known-visitor; Path=/"]
+    other = (b"set-cookie", b"theme=dark")
+    result = run_asgi(EventMiddleware(make_raw_app(headers=[other])), http_scope("/"))
+    assert [value.split("=")[0] for value in result.set_cookies] == ["theme", "ev_anon_id"]

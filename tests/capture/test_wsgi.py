@@ -415,3 +415,18 @@ async def _async_user_of(environ):
 def test_an_async_user_id_resolver_is_refused_when_the_middleware_is_built():
     with pytest.raises(evmiddleware.ConfigurationError, match=r"user_id_resolver: .* is async"):
         EventMiddleware(raw_app, user_id_resolver=_async_user_of)
+
+
+def test_an_app_that_sets_the_visitors_cookie_itself_keeps_its_value():
+    # An app restoring a known id (at sign-in) was overridden: the middleware's header came last.
+    def app_with(cookie):
+        def app(environ, start_response):
+            start_response("200 OK", [("Set-Cookie", cookie)])
+            return [b"ok"]
+
+        return app
+
+    _, headers, _ = call(EventMiddleware(app_with("ev_anon_id=known-visitor; Path=/")))
+    assert set_cookies(headers) == ["ev_anon_id=known-visitor; Path=/"]
+    _, headers, _ = call(EventMiddleware(app_with("theme=dark")))
+    assert [value.split("=")[0] for value in set_cookies(headers)] == ["theme", "ev_anon_id"]
