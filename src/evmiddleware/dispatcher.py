@@ -105,6 +105,8 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
         self._start_lock = threading.Lock()
+        #: ``stop`` was called: ``start`` refuses from then on, even when no thread ran yet.
+        self._stopped = False
         self._waiters: list[_FlushWaiter] = []
         self._stopping = False
         self._stop_deadline = float("inf")
@@ -126,7 +128,7 @@ class Dispatcher:
 
     def start(self) -> None:
         with self._start_lock:
-            if self._thread is not None:
+            if self._thread is not None or self._stopped:
                 return
             self._thread = threading.Thread(target=self._run, name="evmiddleware-dispatcher", daemon=True)
             self._thread.start()
@@ -153,6 +155,8 @@ class Dispatcher:
         if threading.current_thread() is self._thread:
             return False  # a signal receiver on the dispatcher thread would wait for itself
         self.start()
+        if self._thread is None:  # stopped before it ever started: nothing will move
+            return not any(lane.outstanding() for lane in self.lanes)
         deadline = None if timeout is None else self._clock() + timeout
         if not self._ready.wait(timeout if timeout is not None else 5.0):
             return False
@@ -175,10 +179,16 @@ class Dispatcher:
                 return False
 
     def stop(self, timeout: float) -> int:
-        """Deliver what can be delivered within ``timeout``, then stop; returns events given up."""
-        thread = self._thread
-        if thread is None:
-            return 0
+        """Deliver what can be delivered within ``timeout``, then stop; returns events given up.
+
+        A dispatcher stopped before it started never starts: its runtime was shut down (a
+        ``configure()`` on another thread replaced it) and a thread started now would outlive it.
+        """
+        with self._start_lock:
+            self._stopped = True
+            thread = self._thread
+        if thread is None:  # no thread will ever take what a full intake moved into the queues
+            return sum(lane.stop_everything() for lane in self.lanes)
         if self._ready.wait(timeout) and self._loop is not None:
             deadline = self._clock() + timeout
             with contextlib.suppress(RuntimeError):

@@ -238,11 +238,23 @@ class Lane:
         if self.spool is None:
             return
         room = self.queue.cap - len(self.queue.items) - self.queue.held
-        claimed = self.spool.claim(self.name, room)
+        claimed = self.spool.claim(self.name, room, self._unreadable)
         if claimed:
             self.queue.held += len(claimed)
             self.recovered += len(claimed)
             self.backlog.extend(claimed)
+
+    def _unreadable(self, count: int) -> None:
+        """Spool rows that could not be read back (and were deleted): dropped as ``spool_corrupt``.
+
+        Counted in ``done`` like any finished event, so that ``enqueued`` takes them in too and the
+        counters still add up; the signal has no event to give.
+        """
+        self.dropped["spool_corrupt"] += count
+        self.done += count
+        if event_dropped.receivers:
+            for _ in range(count):
+                notify(event_dropped, event=None, provider=self.name, reason="spool_corrupt")
 
     def _full(self, group: _Group) -> bool:
         return len(group.items) >= self.limits.max_events or group.bytes >= self._body_room
@@ -401,7 +413,7 @@ class Lane:
         At a stop with a working spool nothing is given up: the events stay for the next process.
         """
         if reason in ("shutdown", "dispatcher_error") and self.spool is not None and self.spool.working:
-            self._keep([(item.spool_id, item.event) for item in batch.items])
+            self._keep([(item.spool_id, item.event) for item in batch.items], reason)
             if self._watches:
                 self._watched(list(map(_seq_of, batch.items)), failed=True)  # kept is not delivered
             return
@@ -448,23 +460,28 @@ class Lane:
         if not entries:
             return 0
         if self.spool is not None and self.spool.working:
-            self._keep(entries)
-            return 0
+            return self._keep(entries, reason)
         self.finish_dropped([event for _, event in entries], reason)
         return len(entries)
 
-    def _keep(self, entries: list[tuple[int | None, Event]]) -> None:
-        """Leave events in the spool, unleased, for the next process to send."""
+    def _keep(self, entries: list[tuple[int | None, Event]], reason: str) -> int:
+        """Leave events in the spool, unleased, for the next process to send; those the spool fails
+        to write are counted as dropped (``reason``). Returns how many were dropped so."""
         assert self.spool is not None
         unspooled = [event for spool_id, event in entries if spool_id is None]
         ids: list[int | None] = [spool_id for spool_id, _ in entries if spool_id is not None]
         added, written = self._spool_add(unspooled)  # an event it cannot write is counted there
-        ids.extend(added)
+        # A failed write (full disk) gives no row ids: those events are not in the spool.
+        lost = [event for spool_id, event in zip(added, written, strict=True) if spool_id is None]
+        ids.extend(spool_id for spool_id in added if spool_id is not None)
         self.spool.release(ids)
-        kept = len(entries) - len(unspooled) + len(written)
+        kept = len(ids)
         self.left_in_spool += kept
         self.queue.held -= kept
         self.done += kept
+        if lost:
+            self.finish_dropped(lost, reason)
+        return len(lost)
 
     # -- reading -------------------------------------------------------------------------------
     def completed(self) -> int:

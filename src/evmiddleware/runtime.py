@@ -25,7 +25,7 @@ from .errors import EventError
 from .events import Event, refill_ids, request_event
 from .lane import Lane
 from .signals import event_dropped, notify, receiver_errors_snapshot
-from .spool import check_spool
+from .spool import check_spool, close_for_fork
 from .spool import fork_guard as spool_fork_guard
 
 __all__ = ["Runtime", "current", "replace", "peek"]
@@ -103,8 +103,12 @@ class Runtime:
         hide_in_http_logs(secret for provider in settings.providers for secret in provider.secrets())
 
     def start(self) -> None:
-        """Start delivering now rather than at the first event (a spool may hold events to send)."""
-        if not self.disabled:
+        """Start delivering now rather than at the first event (a spool may hold events to send).
+
+        Never once shut down: ``configure()`` from two threads may shut this runtime down before
+        the thread that made it starts it (the dispatcher refuses too, see ``Dispatcher.stop``).
+        """
+        if not self.disabled and not self.closed:
             self.dispatcher.start()
 
     def submit(self, event: Event) -> None:
@@ -309,12 +313,15 @@ _fork_guarded = False
 
 def _before_fork() -> None:
     """Let a dispatcher that is starting finish its start-up first (bounded): see ``settle``; and
-    fork between spool transactions, never inside one (see ``spool.fork_guard``)."""
+    fork between spool transactions, never inside one (see ``spool.fork_guard``), with no spool
+    connection open (see ``spool.close_for_fork``)."""
     global _fork_guarded
     runtime = _runtime
     if runtime is not None:
         runtime.dispatcher.settle(2.0)
     _fork_guarded = spool_fork_guard.acquire(timeout=10.0)
+    if _fork_guarded:  # else a transaction may still be running: closing under it is not safe
+        close_for_fork()
 
 
 def _release_fork_guard() -> None:

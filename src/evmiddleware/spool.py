@@ -6,8 +6,10 @@ graceful stop releases what it could not send. Several processes (gunicorn worke
 file: a process claims rows with a lease it renews while alive, so rows left by a worker that died
 are sent by a live one once the lease expires, and never by two processes at once.
 
-Only the dispatcher thread uses a ``Spool`` (SQLite connections are not shared across threads);
-``check_spool`` runs at start-up to fail loudly on a file that cannot be opened or is corrupt.
+Only the dispatcher thread uses a ``Spool``, but for one step: the runtime closes its connection
+before the process forks (``close_for_fork``), on the forking thread, and the dispatcher opens it again
+on its next use. ``check_spool`` runs at start-up to fail loudly on a file that cannot be opened or is
+corrupt.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import socket
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 
 from ._json import dumps
@@ -28,7 +31,7 @@ from ._log import limited, logger
 from .errors import ConfigurationError
 from .events import Event
 
-__all__ = ["Spool", "check_spool", "decode_event", "encode_event"]
+__all__ = ["Spool", "check_spool", "close_for_fork", "decode_event", "encode_event"]
 
 _SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -86,18 +89,48 @@ def _create_private(path: str) -> None:
 
 def _connect(path: str) -> sqlite3.Connection:
     with fork_guard:
-        _create_private(path)
-        connection = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+        return _open_connection(path)
+
+
+def _open_connection(path: str) -> sqlite3.Connection:
+    """Open and set up a connection; the caller holds ``fork_guard``.
+
+    ``check_same_thread=False``: a ``Spool``'s connection is closed before a fork on the forking
+    thread; every use is serialised by ``fork_guard``.
+    """
+    _create_private(path)
+    connection = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+    try:
         connection.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a power cut may lose the last transactions, a process crash loses none.
         connection.execute("PRAGMA synchronous=NORMAL")
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, _SCHEMA_VERSION):
-            connection.close()
             raise sqlite3.DatabaseError(f"schema version {version}, expected {_SCHEMA_VERSION}")
         connection.executescript(_SCHEMA)
         connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        return connection
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+#: Every open ``Spool`` of this process, for ``close_for_fork`` (changed under ``fork_guard``).
+_spools: weakref.WeakSet[Spool] = weakref.WeakSet()
+
+
+def close_for_fork() -> None:
+    """Close every spool connection before the process forks; the caller holds ``fork_guard``.
+
+    A child that inherits an open SQLite connection inherits SQLite's in-process lock bookkeeping
+    too, but not the POSIX locks behind it: its own connection then takes no OS lock, and the parent,
+    on closing its connection at exit, believes it is the file's last user and checkpoints and
+    deletes the ``-wal`` file under the child, losing all the child spools afterwards. Closed here,
+    each process opens a connection of its own after the fork (the parent on its next use). Closing
+    commits nothing new: every transaction ended, since ``fork_guard`` is held.
+    """
+    for spool in list(_spools):
+        spool._suspend()
 
 
 def check_spool(path: str, *, create: bool = True) -> None:
@@ -135,13 +168,35 @@ class Spool:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.lease_seconds = lease_seconds
         self._clock = clock
-        self._connection: sqlite3.Connection | None = _connect(path)
         self.errors = 0
         self._last_renewal = 0.0
+        #: Closed before a fork (``close_for_fork``): open it again on the next use.
+        self._reopen = False
+        with fork_guard:
+            self._connection: sqlite3.Connection | None = _open_connection(path)
+            _spools.add(self)
 
     @property
     def working(self) -> bool:
-        return self._connection is not None
+        return self._connection is not None or self._reopen
+
+    def _suspend(self) -> None:
+        """``close_for_fork``, for this spool (``fork_guard`` held)."""
+        if self._connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.close()
+            self._connection = None
+            self._reopen = True
+
+    def _open(self) -> sqlite3.Connection | None:
+        """The connection, opened again if a fork closed it; ``None`` once failed (``fork_guard`` held)."""
+        if self._connection is None and self._reopen:
+            self._reopen = False
+            try:
+                self._connection = _open_connection(self.path)
+            except sqlite3.Error as exc:
+                self._fail("open again", exc)
+        return self._connection
 
     def _fail(self, action: str, exc: sqlite3.Error) -> None:
         """A full disk or a lost file: keep going in memory, loudly."""
@@ -163,13 +218,15 @@ class Spool:
         Raises (``ValueError``, ``TypeError``) when an event cannot be written, e.g. a lone surrogate
         in a string: then nothing is stored, and the caller finds and counts the event at fault.
         """
-        connection = self._connection
-        if connection is None or not events:
+        if not self.working or not events:
             return [None] * len(events)
         now = self._clock()
         lease = now + self.lease_seconds
         payloads = [encode_event(event) for event in events]
         with fork_guard:
+            connection = self._open()
+            if connection is None:
+                return [None] * len(events)
             try:
                 connection.execute("BEGIN IMMEDIATE")
                 ids: list[int | None] = []
@@ -187,13 +244,21 @@ class Spool:
                 return [None] * len(events)
         return ids
 
-    def claim(self, provider: str, limit: int) -> list[tuple[int, Event]]:
-        """Take over up to ``limit`` rows of ``provider`` that no live process holds."""
-        connection = self._connection
-        if connection is None or limit <= 0:
+    def claim(
+        self, provider: str, limit: int, on_unreadable: Callable[[int], None] | None = None
+    ) -> list[tuple[int, Event]]:
+        """Take over up to ``limit`` rows of ``provider`` that no live process holds.
+
+        A row that cannot be read back (corrupt JSON) is deleted and reported to ``on_unreadable``
+        (how many), so that the caller counts it as dropped rather than losing it silently.
+        """
+        if not self.working or limit <= 0:
             return []
         now = self._clock()
         with fork_guard:
+            connection = self._open()
+            if connection is None:
+                return []
             try:
                 connection.execute("BEGIN IMMEDIATE")
                 rows = connection.execute(
@@ -211,6 +276,7 @@ class Spool:
                 limited.log(logging.ERROR, "spool:claim", "evmiddleware: reading the spool failed: %s", exc)
                 return []
         claimed = []
+        unreadable = []
         for rowid, payload in rows:
             try:
                 claimed.append((rowid, decode_event(payload)))
@@ -218,7 +284,11 @@ class Spool:
                 limited.log(
                     logging.ERROR, "spool:decode", "evmiddleware: unreadable spool row %d removed", rowid
                 )
-                self.done([rowid])
+                unreadable.append(rowid)
+        if unreadable:
+            self.done(unreadable)
+            if on_unreadable is not None:
+                on_unreadable(len(unreadable))
         return claimed
 
     def done(self, rowids: Iterable[int | None]) -> None:
@@ -246,10 +316,12 @@ class Spool:
         )
 
     def _write(self, sql: str, rows: list[tuple[object, ...]], action: str) -> None:
-        connection = self._connection
-        if connection is None or not rows:
+        if not self.working or not rows:
             return
         with fork_guard:
+            connection = self._open()
+            if connection is None:
+                return
             try:
                 connection.execute("BEGIN IMMEDIATE")
                 connection.executemany(sql, rows)
@@ -267,9 +339,12 @@ class Spool:
                 self._connection.execute("ROLLBACK")
 
     def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        with fork_guard:
+            self._reopen = False
+            _spools.discard(self)
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
 
 def _check_existing(path: str) -> None:

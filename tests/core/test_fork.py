@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
+import sqlite3
 import sys
+import time
 from collections.abc import Callable
 
 import pytest
 
 import evmiddleware
 from evmiddleware import runtime
+from evmiddleware.events import Event
+from evmiddleware.http11 import HttpClient
+from evmiddleware.providers.base import Batch, Limits, Provider, SendResult
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -80,3 +87,94 @@ def test_a_child_never_sends_ids_its_parent_made_ahead(memory_sink):
     child_id = in_child(lambda: evmiddleware.track("warm_up", user_id="c"))
     assert len(child_id) == 36 and child_id not in parents
     assert child_id[:24] != next(iter(parents))[:24]
+
+
+class _Down(Provider):
+    """A provider that never takes anything, retried far apart: every event stays in the spool."""
+
+    name = "down"
+    limits = Limits(max_events=100, max_bytes=1_000_000, max_in_flight=1)
+
+    def encode(self, event: Event) -> bytes:
+        return b"{}"
+
+    async def send(self, batch: Batch, client: HttpClient) -> SendResult:
+        return SendResult("retry", reason="down")
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def _read_bounded(fd: int, timeout: float = 20.0) -> bytes:
+    ready, _, _ = select.select([fd], [], [], timeout)
+    return os.read(fd, 1000) if ready else b""
+
+
+def _reap(pid: int, timeout: float = 20.0) -> int:
+    """``waitpid``, bounded: a child stuck past ``timeout`` is killed (and the test fails)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return -1
+
+
+def test_a_child_s_spooled_events_survive_its_parent_closing_the_spool(tmp_path):
+    # Before the fix the child inherited the parent's open SQLite connection, hence no OS locks of its
+    # own: the parent, closing its connection (at exit), deleted the -wal file under the child.
+    spool = tmp_path / "spool.db"
+    evmiddleware.configure(
+        providers=[_Down()], spool=str(spool), retry_deadline=3600, retry_base_delay=30, retry_max_delay=60
+    )
+    evmiddleware.track("parent_before", user_id="p")
+    lane = runtime.current().lanes[0]
+    assert _wait_for(lambda: lane.requests >= 1)  # spooled: the parent's connection is open at the fork
+    go_read, go_write = os.pipe()
+    report_read, report_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(go_write)
+            evmiddleware.track("child_before", user_id="c")
+            child_lane = runtime.current().lanes[0]
+            _wait_for(lambda: child_lane.requests >= 1)  # the child's own connection is open
+            os.write(report_write, b"ready")
+            _read_bounded(go_read)  # the parent has closed its spool
+            for _ in range(5):
+                evmiddleware.track("child_after", user_id="c")
+            evmiddleware.shutdown(1.0)  # a graceful stop leaves every event in the spool
+            os.write(report_write, str(child_lane.left_in_spool).encode())
+        finally:
+            os._exit(0)
+    os.close(go_read)
+    os.close(report_write)
+    try:
+        assert _read_bounded(report_read) == b"ready"
+        evmiddleware.track("parent_after", user_id="p")  # the parent's spool works after the fork
+        assert _wait_for(lambda: lane.pending == 1)  # spooled, then opened (the first batch waits)
+        evmiddleware.shutdown(0.5)  # closes the parent's connection, as its exit would
+        os.write(go_write, b"go")
+        assert _read_bounded(report_read) == b"6"
+    finally:
+        status = _reap(pid)
+        os.close(go_write)
+        os.close(report_read)
+    assert status == 0
+    with sqlite3.connect(spool) as connection:
+        names = dict(
+            connection.execute(
+                "SELECT json_extract(payload, '$.name'), COUNT(*) FROM events GROUP BY 1"
+            ).fetchall()
+        )
+    assert names == {"parent_before": 1, "parent_after": 1, "child_before": 1, "child_after": 5}
+    assert evmiddleware.stats()["providers"]["down"]["left_in_spool"] == 2

@@ -139,14 +139,14 @@ def test_a_full_disk_degrades_to_memory_only_with_an_error(tmp_path, caplog_evm)
 def test_a_full_disk_never_fails_tracking(tmp_path, monkeypatch):
     from evmiddleware import spool as spool_module
 
-    real_connect = spool_module._connect
+    real_connect = spool_module._open_connection
 
     def tiny_disk(path):
         connection = real_connect(path)
         connection.execute("PRAGMA max_page_count=8")
         return connection
 
-    monkeypatch.setattr(spool_module, "_connect", tiny_disk)
+    monkeypatch.setattr(spool_module, "_open_connection", tiny_disk)
     spool = tmp_path / "spool.db"
     with RecordingServer() as server:
         configure(server.url, spool)
@@ -255,3 +255,65 @@ def test_an_event_the_spool_cannot_write_is_counted_and_the_rest_of_its_pull_del
     row = evmiddleware.stats()["providers"]["flokit"]
     assert (row["sent"], row["dropped"], row["queued"], row["enqueued"]) == (11, {"encode_error": 1}, 0, 12)
     assert rows(spool) == 0
+
+
+def test_a_spool_closed_for_a_fork_opens_again_on_its_next_use(tmp_path):
+    from evmiddleware.spool import close_for_fork, fork_guard
+
+    path = str(tmp_path / "spool.db")
+    spool = Spool(path)
+    [first] = spool.add("flokit", [ev(1)])
+    with fork_guard:
+        close_for_fork()
+    assert spool._connection is None and spool.working  # nothing open across the fork
+    [second] = spool.add("flokit", [ev(2)])
+    assert second is not None and spool._connection is not None
+    spool.done([first])
+    assert rows(path) == 1
+    spool.close()
+    with fork_guard:
+        close_for_fork()
+    assert not spool.working  # a closed spool stays closed
+
+
+def test_an_unreadable_spool_row_is_counted_as_dropped_and_signalled(tmp_path):
+    from evmiddleware.spool import check_spool
+
+    spool = tmp_path / "spool.db"
+    check_spool(str(spool))
+    with sqlite3.connect(spool) as connection:
+        connection.executemany(
+            "INSERT INTO events (provider, event_id, payload, created) VALUES ('flokit', ?, ?, 0)",
+            [(f"bad{i}", '{"id": "x", "name"') for i in range(3)],
+        )
+    signalled = []
+
+    def receive(sender, event, provider, reason):
+        signalled.append((event, provider, reason))
+
+    with RecordingServer() as server, evmiddleware.signals.event_dropped.connected_to(receive):
+        configure(server.url, spool)
+        assert wait_for(lambda: rows(spool) == 0)
+        assert evmiddleware.flush(5)
+    row = evmiddleware.stats()["providers"]["flokit"]
+    assert row["dropped"] == {"spool_corrupt": 3}
+    assert row["enqueued"] == 3 and row["queued"] == 0
+    assert signalled == [(None, "flokit", "spool_corrupt")] * 3
+    assert server.events() == []
+
+
+def test_events_a_failing_spool_cannot_keep_at_a_stop_are_dropped_not_left_in_it(tmp_path):
+    from evmiddleware.buffer import ProviderQueue
+    from evmiddleware.lane import Lane
+    from evmiddleware.providers.sinks import MemorySink
+
+    lane = Lane(MemorySink(), ProviderQueue("memory", 10_000), 1.0)
+    lane.spool = Spool(str(tmp_path / "spool.db"))
+    assert lane.spool._connection is not None
+    lane.spool._connection.execute("PRAGMA max_page_count=8")  # a tiny "disk": the write fails
+    events = [ev(i) for i in range(2000)]
+    lane.queue.offer_many(events)
+    assert lane.stop_everything() == 2000
+    row = lane.snapshot()
+    assert (row["left_in_spool"], row["dropped"], row["queued"]) == (0, {"shutdown": 2000}, 0)
+    assert row["enqueued"] == 2000
