@@ -16,7 +16,8 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import httpx
 
@@ -253,9 +254,10 @@ class Dispatcher:
         if proxy_configured():
             # httpx goes through the proxy (and honours NO_PROXY); our own client knows no proxies.
             limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
-            return httpx.AsyncClient(
+            client = httpx.AsyncClient(
                 timeout=self._request_timeout, limits=limits, follow_redirects=False, verify=True
             )
+            return _WholeRequestTimeout(client, self._request_timeout)
         return Http11Client(timeout=self._request_timeout)
 
     async def _until_stopped(self, tasks: list[asyncio.Task[None]]) -> None:
@@ -463,3 +465,35 @@ class Dispatcher:
                 exc_info=True,
             )
             return SendResult("rejected", reason="provider_error")
+
+
+class _WholeRequestTimeout:
+    """httpx with ``request_timeout`` bounding each request whole, as ``Http11Client`` does: httpx's own
+    timeouts bound each read, so a server trickling a byte at a time held a batch (and the retry
+    deadline, checked between attempts) for good."""
+
+    def __init__(self, client: httpx.AsyncClient, timeout: float) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        content: bytes,
+        params: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        sending = self._client.request(method, url, headers=headers, content=content, params=params)
+        try:
+            return await asyncio.wait_for(sending, self._timeout)
+        except asyncio.TimeoutError:  # retried like any timeout
+            raise httpx.ReadTimeout(f"no answer within {self._timeout:g} s") from None
+
+    async def __aenter__(self) -> _WholeRequestTimeout:
+        await self._client.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._client.__aexit__(*exc_info)

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import logging
+import socket
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from types import TracebackType
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import httpx
 
@@ -138,6 +140,7 @@ class Http11Client:
         # with one of its locks held for good).
         self._ssl = httpx.create_ssl_context(verify=True, trust_env=True)
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._lookups: dict[str, asyncio.Task[Any]] = {}
         self._closed = False
 
     async def __aenter__(self) -> Http11Client:
@@ -235,9 +238,47 @@ class Http11Client:
 
     async def _connect(self, origin: tuple[str, str, int]) -> _Connection:
         scheme, host, port = origin
-        if scheme == "https":
-            return await asyncio.open_connection(host, port, ssl=self._ssl, server_hostname=host)
-        return await asyncio.open_connection(host, port)
+        tls = {"ssl": self._ssl, "server_hostname": host} if scheme == "https" else {}
+        if _is_ip(host):
+            return await asyncio.open_connection(host, port, **tls)  # type: ignore[arg-type]
+        error: OSError = OSError(f"{host} has no address")
+        for address in await self._addresses(host, port):
+            try:
+                return await asyncio.open_connection(address, port, **tls)  # type: ignore[arg-type]
+            except OSError as exc:  # the next address, as asyncio itself would
+                error = exc
+        raise error
+
+    async def _addresses(self, host: str, port: int) -> list[str]:
+        """``host``'s addresses, looked up once at a time however many requests want them.
+
+        asyncio looks names up on the loop's default executor (a handful of threads), and a lookup
+        abandoned on a timeout keeps its thread until the resolver answers: a provider whose name
+        resolves slowly, retrying with several requests in flight, took every thread, and the other
+        providers' new connections waited behind it. Now it holds one.
+        """
+        lookup = self._lookups.get(host)
+        if lookup is None:
+            loop = asyncio.get_running_loop()
+            lookup = loop.create_task(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+            self._lookups[host] = lookup
+            lookup.add_done_callback(functools.partial(self._looked_up, host))
+        infos = await asyncio.shield(lookup)  # a request's timeout ends its wait, not the lookup
+        return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+    def _looked_up(self, host: str, lookup: asyncio.Task[Any]) -> None:
+        self._lookups.pop(host, None)
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved: no "never retrieved" warning when every waiter left
+
+
+@functools.lru_cache(maxsize=64)
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _has_spoken(reader: asyncio.StreamReader) -> bool:
@@ -263,17 +304,23 @@ async def _read_answer(reader: asyncio.StreamReader) -> _Answer:
         if status >= 200:
             break
     headers: list[tuple[str, str]] = []
-    length: int | None = None
-    chunked = False
-    keep_alive = version != "HTTP/1.0"
     for line in lines[1:]:
         if not line:
+            continue
+        if line[0] in " \t" and headers:
+            # obs-fold: the previous field's value goes on, joined with a space (RFC 9112 5.2). Refused,
+            # it made a stored batch look failed, so it was sent again until its deadline.
+            name, value = headers[-1]
+            headers[-1] = (name, f"{value} {line.strip()}")
             continue
         name, colon, value = line.partition(":")
         if not colon:
             raise ValueError("a header line without a colon")
-        name, value = name.strip(), value.strip()
-        headers.append((name, value))
+        headers.append((name.strip(), value.strip()))
+    length: int | None = None
+    chunked = False
+    keep_alive = version != "HTTP/1.0"
+    for name, value in headers:
         lower = name.lower()
         if lower == "content-length":
             length = int(value)

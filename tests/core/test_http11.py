@@ -307,3 +307,65 @@ def test_proxy_configured_reads_the_variables_httpx_reads(monkeypatch):
         monkeypatch.setenv(name, "http://proxy.invalid:3128")
         assert proxy_configured()
         monkeypatch.delenv(name)
+
+
+def test_a_folded_header_line_is_joined_to_the_field_before_it():
+    # RFC 9112 5.2: obs-fold is replaced by a space. Refused, it made a stored batch look failed.
+    folded = b'HTTP/1.1 200 OK\r\nX-Long: a\r\n  b: c\r\n\tdone\r\nContent-Length: 11\r\n\r\n{"ok":true}'
+
+    async def main() -> None:
+        async with serving((folded, False)) as server, Http11Client(timeout=5) as client:
+            response = await post(client, server.url + "/")
+            assert (response.status_code, response.headers["x-long"], response.text) == (
+                200,
+                "a b: c done",
+                '{"ok":true}',
+            )
+            assert (await post(client, server.url + "/")).status_code == 200
+        assert server.connections == 1  # read whole, so kept
+
+    run(main())
+
+
+def test_requests_to_one_host_name_share_one_lookup():
+    # A lookup holds one of the loop's few executor threads until the resolver answers (a timeout
+    # does not free it): requests retrying to a slowly resolving host took them all.
+    lookups: list[str] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        resolve = loop.getaddrinfo
+
+        async def slow_lookup(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+            lookups.append(host)
+            await asyncio.sleep(0.2)
+            return await resolve(host, *args, **kwargs)
+
+        loop.getaddrinfo = slow_lookup  # type: ignore[method-assign]
+        async with serving() as server, Http11Client(timeout=5) as client:
+            url = f"http://localhost:{server.port}/"
+            answers = await asyncio.gather(*(post(client, url) for _ in range(6)))
+        assert [answer.status_code for answer in answers] == [200] * 6
+        assert lookups == ["localhost"]
+
+    run(main())
+
+
+def test_with_httpx_the_request_timeout_bounds_the_whole_request():
+    # httpx's timeouts bound each read: a server sending a byte at a time held a batch for good.
+    from evmiddleware.dispatcher import _WholeRequestTimeout
+
+    async def trickle(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        for _ in range(100):
+            writer.write(b"x")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+    async def main() -> None:
+        client = _WholeRequestTimeout(httpx.AsyncClient(timeout=0.3), 0.3)
+        async with serving(trickle) as server, client:
+            with pytest.raises(httpx.ReadTimeout):  # was the whole body, 5 s later
+                await client.request("POST", server.url + "/", headers={}, content=b"{}")
+
+    run(main())
