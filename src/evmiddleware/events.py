@@ -7,6 +7,7 @@ import itertools
 import operator
 import os
 import random
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -152,13 +153,39 @@ def clean_id(value: object, field: str) -> str | None:
     return value or None
 
 
+# ISO 8601 dates and times, extended or basic: what datetime.fromisoformat reads from Python 3.11 on
+# (3.10's reads only its own output: no "Z", no "+0000", no 3-digit fractions).
+_ISO_8601 = re.compile(
+    r"(\d{4})-?(\d{2})-?(\d{2})"
+    r"(?:[Tt ](\d{2})(?::?(\d{2})(?::?(\d{2})(?:[.,](\d{1,9}))?)?)?)?"
+    r"\s*(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?"
+)
+
+
+def _parse_iso(text: str) -> dt.datetime:
+    match = _ISO_8601.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not an ISO 8601 time: {text!r}")
+    year, month, day, hour, minute, second, fraction, _, sign, off_hours, off_minutes = match.groups()
+    tz = None
+    if match[8]:
+        tz = _UTC
+    elif sign:
+        offset = dt.timedelta(hours=int(off_hours), minutes=int(off_minutes or 0))
+        tz = dt.timezone(-offset if sign == "-" else offset)
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    return dt.datetime(
+        int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0), micro, tz
+    )
+
+
 def _clean_timestamp(value: object) -> dt.datetime:
-    """Naive datetimes are taken as UTC (documented); ISO strings and epoch seconds are accepted."""
+    """Naive datetimes are taken as UTC (documented); ISO 8601 strings and epoch seconds are accepted."""
     if value is None:
         return dt.datetime.now(_UTC)
     try:
         if isinstance(value, str):
-            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            value = _parse_iso(value)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             value = dt.datetime.fromtimestamp(value, _UTC)
     except (ValueError, OverflowError, OSError) as exc:

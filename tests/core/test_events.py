@@ -64,6 +64,36 @@ def test_iso_string_and_epoch_timestamps_are_accepted():
     assert build(timestamp=0).timestamp.year == 1970
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-05-01T12:00:00.5Z", (12, 0, 500000)),
+        ("2024-05-01T12:00:00.1234Z", (12, 0, 123400)),
+        ("2024-05-01T12:00:00+0000", (12, 0, 0)),
+        ("2024-05-01T14:30:00+02:30", (12, 0, 0)),
+        ("20240501T120000Z", (12, 0, 0)),
+        ("2024-05-01 12:00:00.123456789", (12, 0, 123456)),
+        ("2024-05-01T12:00", (12, 0, 0)),
+        ("2024-05-01", (0, 0, 0)),
+    ],
+)
+def test_iso_8601_forms_are_read_alike_on_every_python(text, expected):
+    # Python 3.10's fromisoformat refused all but the first-to-last of these (3.11 reads them all).
+    timestamp = build(timestamp=text).timestamp
+    assert (timestamp.date(), (timestamp.hour, timestamp.minute, timestamp.microsecond)) == (
+        dt.date(2024, 5, 1),
+        expected,
+    )
+    assert timestamp.tzinfo == dt.timezone.utc
+
+
+@pytest.mark.parametrize("text", ["2024-13-01", "2024-05-01T25:00", "2024-05-01T12:00+25:00", "1 May 2024"])
+def test_impossible_iso_times_are_refused(text):
+    with pytest.raises(EventError) as info:
+        build(timestamp=text)
+    assert info.value.reason == "invalid_timestamp"
+
+
 def test_default_timestamp_is_now_utc():
     before = dt.datetime.now(dt.timezone.utc)
     event = build()
