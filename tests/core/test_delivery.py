@@ -262,6 +262,10 @@ def test_a_dispatcher_that_dies_releases_a_waiting_flush_and_counts_the_batch_in
 
     async def broken(self, tasks):
         await sending.wait()  # dies once the first batch is in flight
+        for _ in range(500):  # and the flush below waits (else it finds the dispatcher dead at once)
+            if self._waiters:
+                break
+            await asyncio.sleep(0.01)
         raise RuntimeError("bug in the dispatcher")
 
     class SlowSink(MemorySink):  # the first batch is still in flight when the thread dies
