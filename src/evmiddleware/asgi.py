@@ -21,7 +21,7 @@ says so by raising ``OSError`` from ``send`` (ASGI spec 2.4; Starlette then rais
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping, MutableMapping
+from collections.abc import Awaitable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from . import capture as _capture
@@ -144,7 +144,7 @@ class EventMiddleware:
         """Send the response's last message, then record the event (its duration ends here)."""
         await send(message)
         if (state.status or 0) < 500:  # self._finish, inlined: this runs for every request
-            if "route" in scope:
+            if "route" in scope or "endpoint" in scope:
                 _take_route(state, scope, root_path)
             self.capture.finish(state)
         else:  # frameworks send their error page, then re-raise: wait for the exception's type
@@ -157,7 +157,7 @@ class EventMiddleware:
         root_path: str,
         error: BaseException | None,
     ) -> None:
-        if "route" in scope:
+        if "route" in scope or "endpoint" in scope:
             _take_route(state, scope, root_path)
         self.capture.finish(state, error=error)
 
@@ -181,7 +181,9 @@ def _take_route(state: RequestState, scope: MutableMapping[str, Any], root_path:
 
 def _route_template(scope: Mapping[str, Any], root_path: str) -> str | None:
     """The template of ``scope["route"]`` (and the Mounts above it, below ``root_path``), or ``None``."""
-    route = scope["route"]
+    route = scope.get("route")
+    if route is None and (route := _route_of_endpoint(scope)) is None:
+        return None
     path = route if isinstance(route, str) else getattr(route, "path", None)
     if not isinstance(path, str):
         return None
@@ -199,12 +201,60 @@ def _route_while_running(request: Any) -> str | None:
     """The route reader for events tracked inside an ASGI app: Starlette's router has put
     ``scope["route"]`` into the very scope the middleware holds before the endpoint runs. Mounts are
     counted from where the middleware sits, as for the request's own event."""
-    if type(request) is not dict or "route" not in request:
+    if type(request) is not dict or ("route" not in request and "endpoint" not in request):
         return None
     return _route_template(request, request.get(_ROOT_PATH_KEY, ""))
 
 
 add_route_reader(_route_while_running)
+
+
+# (id(router), id(endpoint)) -> (endpoint, the routes that have it): one walk per endpoint.
+_routes_of_endpoints: dict[tuple[int, int], tuple[object, tuple[Any, ...]]] = {}
+
+
+def _route_of_endpoint(scope: Mapping[str, Any]) -> object:
+    """The route ``scope["route"]`` would hold, where the router sets only ``scope["endpoint"]``
+    (Starlette before 1.7; FastAPI sets the route itself): the route or Mount whose endpoint it is,
+    among the outermost router's routes and the Mounts below it. ``None`` if none is."""
+    endpoint, router = scope.get("endpoint"), scope.get("router")
+    if endpoint is None or router is None:
+        return None
+    key = (id(router), id(endpoint))
+    cached = _routes_of_endpoints.get(key)
+    if cached is not None and cached[0] is endpoint:
+        candidates = cached[1]
+    else:
+        candidates = tuple(_with_endpoint(getattr(router, "routes", None) or (), endpoint, 0))
+        if len(_routes_of_endpoints) >= 4096:
+            _routes_of_endpoints.clear()
+        _routes_of_endpoints[key] = (endpoint, candidates)
+    # The route whose path matches what is left below the innermost router (Starlette < 0.33 leaves
+    # that in scope["path"], later ones keep the whole path under root_path): one endpoint may serve
+    # several routes, and the right one may be out of sight (a Mount of a wrapped app): the raw path
+    # then, rather than another route's template. A Mount's app is the endpoint only where it routes
+    # nothing, and is its own.
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    below = path[len(root) :] if root and path.startswith(root) else path
+    for node in candidates:
+        if hasattr(node, "routes"):
+            return node
+        regex = getattr(node, "path_regex", None)
+        if regex is not None and regex.match(below):
+            return node
+    return None
+
+
+def _with_endpoint(routes: Any, endpoint: object, depth: int) -> Iterator[Any]:
+    if depth > 16:  # Mounts can nest (or loop) without end
+        return
+    for node in routes:
+        # A route's endpoint, or a Mount's app (the endpoint a Mount that routes nothing leaves).
+        if getattr(node, "endpoint", None) is endpoint or getattr(node, "app", None) is endpoint:
+            yield node
+        inner = getattr(node, "routes", None)
+        if inner:
+            yield from _with_endpoint(inner, endpoint, depth + 1)
 
 
 # (root_path, root_path at the middleware, id(router), id(route)) -> (route, template): one walk per

@@ -24,6 +24,16 @@ from starlette.routing import Mount, Route, WebSocketRoute  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 
+def _router_sets_route() -> bool:
+    """Whether Starlette's router records ``scope["route"]`` (1.7 on); before, only the endpoint."""
+    scope = http_scope("/r")
+    run_asgi(Starlette(routes=[Route("/r", lambda request: PlainTextResponse(""))]), scope)
+    return "route" in scope
+
+
+ROUTER_SETS_ROUTE = _router_sets_route()
+
+
 def make_raw_app(status: int = 200, body: bytes = b"hello", headers=None):
     async def app(scope, receive, send):
         assert scope["type"] == "http"
@@ -635,7 +645,8 @@ def test_a_route_below_mounts_is_recorded_with_the_mounts_own_templates(tracked,
         ("/sub/x", "/sub/x"),
         ("/sub/nothing", "/sub"),  # a 404 inside the mounted app: was "/sub/sub"
         ("/v1/org/acme/x", "/v1/org/{org}/x"),
-        ("/wrapped/y/5", "/wrapped/y/{n}"),
+        # Starlette < 1.7 names no route, only its endpoint: behind a wrapped app it is out of sight.
+        ("/wrapped/y/5", "/wrapped/y/{n}" if ROUTER_SETS_ROUTE else "/wrapped/y/5"),
     ]
 
 
@@ -689,7 +700,8 @@ def test_a_send_failing_under_starlettes_streaming_response_is_a_disconnect(trac
 
     app = EventMiddleware(Starlette(routes=[Route("/s", lambda request: StreamingResponse(chunks()))]))
     _, raised = run_asgi_24(app, fail_at=2, path="/s")
-    assert isinstance(raised, ClientDisconnect)  # propagates unchanged
+    # Propagates unchanged: Starlette < 0.28 streams in a task group and raises its group.
+    assert isinstance(raised, ClientDisconnect) or [type(e) for e in raised.exceptions] == [OSError]
     (event,) = request_events(tracked)
     assert (event.properties["status_code"], event.properties.get("disconnected")) == (200, True)
     assert "error_type" not in event.properties  # was 500, "ClientDisconnect"
