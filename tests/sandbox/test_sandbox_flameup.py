@@ -4,6 +4,8 @@ import time
 
 import pytest
 
+from evmiddleware.sandbox import Fault, Sandbox
+
 from ._payloads import DROP, KEYS, fu_event, fu_headers, fu_url, post
 
 
@@ -65,6 +67,7 @@ def test_auth_rejected(sb, client, headers):
         (fu_event(properties=[1]), "properties"),
         (fu_event(timestamp="2024-12-25"), "timestamp"),
         (fu_event(timestamp="2024-12-25T10:00:00"), "timestamp"),
+        (fu_event(timestamp="2024-12-25T10:00+0000"), "timestamp"),
         (fu_event(timestamp=1735120800), "timestamp"),
     ],
     ids=[
@@ -75,6 +78,7 @@ def test_auth_rejected(sb, client, headers):
         "properties-list",
         "timestamp-date-only",
         "timestamp-no-offset",
+        "timestamp-no-seconds-basic-offset",
         "timestamp-number",
     ],
 )
@@ -91,3 +95,20 @@ def test_unparsable_400(sb, client):
     r = post(client, fu_url(sb), None, fu_headers(), raw=b"userId=1")
     assert r.status_code == 400
     assert isinstance(r.json()["error"]["message"], str)
+
+
+def test_injected_429_carries_the_rate_limit_headers_like_the_limiters_own(client):
+    """Flameup's 429s always carry X-RateLimit-*; an injected one lacked them."""
+    with Sandbox(rate_limits={"flameup": [(5, 60.0)]}) as sb:
+        sb.inject("flameup", Fault("retry_after", retry_after=2))
+        r = post(client, fu_url(sb), fu_event(), fu_headers())
+        assert r.status_code == 429
+        assert r.headers["Retry-After"] == "2"
+        assert r.headers["X-RateLimit-Limit"] == "5"
+        assert r.headers["X-RateLimit-Remaining"] == "0"
+        assert int(time.time()) + 2 <= int(r.headers["X-RateLimit-Reset"]) <= int(time.time()) + 4
+    with Sandbox(rate_limits={"flameup": []}) as sb:  # no rule: nothing to describe, as on a 200
+        sb.inject("flameup", Fault("retry_after", retry_after=2))
+        r = post(client, fu_url(sb), fu_event(), fu_headers())
+        assert r.status_code == 429
+        assert not any(name.lower().startswith("x-ratelimit") for name in r.headers)

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from evmiddleware.sandbox import Sandbox
+
 from ._payloads import DROP, KEYS, fk_event, fk_headers, fk_url, post
 
 
@@ -148,3 +150,21 @@ def test_unparsable(sb, client):
     assert set(r.json()) == {"error", "message"}
     r = post(client, fk_url(sb), None, fk_headers(), raw=b'{"event": NaN}')
     assert r.status_code == 400
+
+
+def test_idempotency_key_expires_after_24_hours_on_the_sandbox_clock(clock, client):
+    """FloKit dedupes an Idempotency-Key "within 24 hours"; the sandbox remembered keys for ever."""
+    with Sandbox(clock=clock) as sb:
+        first = post(client, fk_url(sb), fk_event(), fk_headers(**{"Idempotency-Key": "k-1"}))
+        post(client, fk_url(sb), fk_event(event="b"), fk_headers(**{"Idempotency-Key": "k-2"}))
+        clock.advance(24 * 3600 - 1)
+        replay = post(client, fk_url(sb), fk_event(), fk_headers(**{"Idempotency-Key": "k-1"}))
+        assert replay.json() == first.json()  # still within 24 h
+        clock.advance(1)
+        later = post(client, fk_url(sb), fk_event(), fk_headers(**{"Idempotency-Key": "k-1"}))
+        assert later.status_code == 200
+        assert later.json()["event_id"] != first.json()["event_id"]
+        assert [e.replayed for e in sb.requests("flokit")] == [False, False, True, False]
+        assert sb.stats()["providers"]["flokit"]["accepted_events"] == 3
+        # Expired keys are pruned, not kept: k-2 went with k-1, and k-1 is held once, anew.
+        assert list(sb._core.apis["flokit"]._idempotent) == ["k-1"]

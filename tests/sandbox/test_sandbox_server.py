@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,7 +15,7 @@ import pytest
 
 from evmiddleware.sandbox import PROVIDERS, Fault, Sandbox, SandboxKeys
 
-from ._payloads import fk_event, fk_headers, fk_url, post, uf_event, uf_headers, uf_url
+from ._payloads import KEYS, fk_event, fk_headers, fk_url, post, uf_event, uf_headers, uf_url
 
 _STAT_KEYS = {
     "requests",
@@ -198,3 +200,50 @@ def test_serve_prints_env_and_stops_on_ctrl_c():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _raw_answer(sb: Sandbox, request: bytes) -> tuple[bytes, bytes]:
+    """The status line of the answer to ``request`` sent over a raw socket, and what follows it to EOF
+    (the sandbox closes the connection after a malformed request). The socket stays open for writing,
+    as a client waiting for an answer would keep it."""
+    with socket.create_connection(("127.0.0.1", sb.port), timeout=5) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status, _, rest = data.partition(b"\r\n")
+    return status, rest
+
+
+_CHUNKED_HEAD = (
+    b"POST /flokit/v1/batch/events HTTP/1.1\r\nHost: x\r\n"
+    b"Authorization: Bearer " + KEYS.flokit_api_key.encode() + b"\r\n"
+    b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("size", [b"-1", b"+5", b"0x5", b" ", b"5 5", b"1" * 17, b"\xff"])
+def test_a_chunk_size_that_is_not_hex_digits_is_answered_400(sb, size):
+    """int(size, 16) took "-1", and rfile.read(-1) then read to EOF: unbounded, and blocked meanwhile."""
+    status, _ = _raw_answer(sb, _CHUNKED_HEAD + size + b"\r\nabc")
+    assert status == b"HTTP/1.1 400 Bad Request"
+    assert sb.stats()["providers"]["flokit"]["requests"] == 0
+
+
+def test_chunk_extensions_are_allowed_and_a_huge_chunk_is_413(sb):
+    body = json.dumps({"events": [fk_event()]}).encode()
+    chunk = b"%x;name=value\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    closing = _CHUNKED_HEAD.replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n")
+    assert _raw_answer(sb, closing + chunk)[0] == b"HTTP/1.1 200 OK"
+    assert sb.accepted("flokit") == [fk_event()]
+    status, _ = _raw_answer(sb, _CHUNKED_HEAD + b"F" * 16 + b"\r\nabc")
+    assert status.startswith(b"HTTP/1.1 413 ")  # the phrase is "Content Too Large" from Python 3.13
+
+
+@pytest.mark.parametrize("target", [b"http://[::1/flokit/v1/events", b"http://x]/_stats"])
+def test_a_request_target_urlsplit_rejects_is_answered_400(sb, target, caplog):
+    """urlsplit() raised ValueError: the handler died with a logged traceback and sent nothing."""
+    status, rest = _raw_answer(sb, b"POST " + target + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    assert status == b"HTTP/1.1 400 Bad Request"
+    assert b"Connection: close" in rest
+    assert not [r for r in caplog.records if r.name == "evmiddleware.sandbox"]

@@ -17,7 +17,12 @@ from evmiddleware.sandbox.validation import (
         ("2024-03-15T14:22:00Z", True, True),
         ("2024-03-15T14:22:00.123456Z", True, True),
         ("2024-03-15T14:22:00+05:30", True, True),
-        ("2024-03-15T14:22:00-0800", True, True),
+        ("2024-03-15T14:22:00z", True, True),
+        # RFC 3339 (require_offset) wants seconds and a ±HH:MM offset; plain ISO 8601 does not.
+        ("2024-03-15T14:22:00-0800", False, True),
+        ("2024-12-25T10:00+0000", False, True),
+        ("2024-12-25T10:00+00:00", False, True),
+        ("2024-12-25T10:00Z", False, True),
         ("2024-03-15T14:22:00", False, True),
         ("2024-03-15T14:22", False, True),
         ("2024-03-15", False, False),

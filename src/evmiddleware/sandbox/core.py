@@ -17,7 +17,7 @@ from .flokit import FloKitAPI
 from .flywheel import FlywheelAPI
 from .keys import SandboxKeys
 from .klaviyo import KlaviyoAPI
-from .ratelimit import Rule, SlidingWindowLimiter, resolve_limits
+from .ratelimit import Decision, Rule, SlidingWindowLimiter, resolve_limits
 from .stats import ProviderRecord, RequestRecord
 from .userflux import UserFluxAPI
 from .validation import parse_json
@@ -105,7 +105,12 @@ class SandboxCore:
                 value = email.utils.formatdate(time.time() + fault.retry_after, usegmt=True)
             else:
                 value = str(fault.retry_after)
-            return api.throttled(value)
+            # Described like the limiter's own 429 (a full window, nothing left), so providers that
+            # always send X-RateLimit-* headers (Flameup) send them on an injected 429 too.
+            rules = api.limiter.rules
+            limit = rules[0][0] if rules else None
+            decision = Decision(False, float(fault.retry_after), limit, 0, float(fault.retry_after))
+            return api.throttled(value, decision)
         if fault.body is None:
             return api.error(fault.answer_status, "Injected fault")
         content_type = fault.content_type

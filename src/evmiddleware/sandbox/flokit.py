@@ -16,9 +16,11 @@ from .common import (
 )
 from .validation import canonical_json, is_iso_datetime, is_string, parse_json
 
-__all__ = ["MAX_BATCH", "FloKitAPI"]
+__all__ = ["IDEMPOTENCY_SECONDS", "MAX_BATCH", "FloKitAPI"]
 
 MAX_BATCH = 1000
+# FloKit's page: a request's Idempotency-Key is "deduplicated within 24 hours".
+IDEMPOTENCY_SECONDS = 24 * 3600.0
 _SINGLE = "/v1/events"
 _BATCH = "/v1/batch/events"
 _ERROR_CODES = {
@@ -59,7 +61,8 @@ class FloKitAPI(ProviderAPI):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._idempotent: dict[str, bytes] = {}
+        # key -> (arrival on the sandbox clock, the first answer's body), oldest first
+        self._idempotent: dict[str, tuple[float, bytes]] = {}
 
     def reset(self) -> None:
         self._idempotent.clear()
@@ -85,14 +88,24 @@ class FloKitAPI(ProviderAPI):
         if idem is not None:
             if not idem.strip():
                 return self.error(400, "Idempotency-Key must not be empty")
+            self._forget_expired(req.arrival)
             original = self._idempotent.get(idem)
             if original is not None:
-                return Reply(200, original, "application/json", idempotent_replay=True)
+                return Reply(200, original[1], "application/json", idempotent_replay=True)
         reply = self._ingest(req)
         if idem is not None and reply.status == 200:
             # Only a success is remembered: a refused request may be fixed and retried.
-            self._idempotent[idem] = reply.body
+            self._idempotent[idem] = (req.arrival, reply.body)
         return reply
+
+    def _forget_expired(self, now: float) -> None:
+        # Arrivals are stamped in order under the sandbox lock and an expired key is deleted before
+        # it is stored again, so the dict stays oldest first: the expired keys are at its front.
+        while self._idempotent:
+            key, (stored, _) = next(iter(self._idempotent.items()))
+            if now - stored < IDEMPOTENCY_SECONDS:
+                return
+            del self._idempotent[key]
 
     def _ingest(self, req: Request) -> Reply:
         if media_type(req) != "application/json":

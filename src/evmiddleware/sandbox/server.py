@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import socket
 import sys
 import threading
@@ -24,6 +25,9 @@ logger = logging.getLogger("evmiddleware.sandbox")
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 # Extra bytes announced by a ``truncate`` fault and never sent.
 _TRUNCATE_SHORTFALL = 64
+# RFC 9112 chunk-size: hex digits only. int(x, 16) alone took "-1" (read to EOF, unbounded) and
+# "0x10"; 16 digits hold any size, and anything past MAX_REQUEST_BYTES is answered 413.
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class SandboxHTTPServer(ThreadingHTTPServer):
@@ -115,7 +119,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         core = self.server.core
-        split = urlsplit(self.path)
+        try:
+            split = urlsplit(self.path)
+        except ValueError:  # e.g. an unclosed IPv6 bracket in an absolute-form target
+            self._send(json_reply(400, {"error": "bad_request", "message": "bad request target"}), True)
+            return
         body = self._read_body()
         if body is None:
             return
@@ -160,11 +168,11 @@ class _Handler(BaseHTTPRequestHandler):
         total = 0
         while True:
             line = self.rfile.readline(1024)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
+            digits = line.split(b";", 1)[0].strip()  # chunk extensions (after ';') carry nothing needed
+            if _CHUNK_SIZE.fullmatch(digits) is None:
                 self._send(json_reply(400, {"error": "bad_request", "message": "bad chunk"}), True)
                 return None
+            size = int(digits, 16)
             total += size
             if total > MAX_REQUEST_BYTES:
                 self._send(json_reply(413, {"error": "too_large", "message": "body too large"}), True)

@@ -60,7 +60,8 @@ def is_number(value: Any) -> bool:
 
 
 def is_iso_datetime(value: Any, *, require_offset: bool) -> bool:
-    """A real calendar date-time in ISO 8601 extended form (the form every client library emits)."""
+    """A real calendar date-time in ISO 8601 extended form (the form every client library emits);
+    with ``require_offset``, an RFC 3339 date-time: seconds and a ``Z`` or ``±HH:MM`` offset."""
     if not isinstance(value, str):
         return False
     m = _DATETIME.match(value)
@@ -69,7 +70,9 @@ def is_iso_datetime(value: Any, *, require_offset: bool) -> bool:
     year, month, day, hour, minute = (int(m.group(i)) for i in range(1, 6))
     second = int(m.group(6) or 0)
     offset = m.group(8)
-    if offset is None and require_offset:
+    # RFC 3339 (OpenAPI "date-time") requires the seconds and an offset of Z or +HH:MM; ISO 8601
+    # alone also allows them left out, and the basic-format +HHMM.
+    if require_offset and (m.group(6) is None or offset is None or len(offset) == 5):  # +HHMM
         return False
     tz = None
     if offset is not None and offset not in ("Z", "z"):
