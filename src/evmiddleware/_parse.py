@@ -97,7 +97,14 @@ def check_base_url(url: str, setting: str) -> str:
     The endpoint's path is appended to the base, so a query, a fragment or user credentials in it would
     be mangled; a bad port would fail every request. All are refused here, at start-up.
     """
-    parsed = urllib.parse.urlsplit(url)
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        host = parsed.hostname
+        if host is not None and "[" in parsed.netloc:
+            ipaddress.ip_address(host)  # a bracketed host must be an IP (older Pythons do not check)
+    except ValueError:  # e.g. "http://[::1" or "https://[zz]/"
+        shown = "the URL" if "@" in url else repr(url)  # user:password@ stays out of the message
+        raise ConfigurationError(f"{setting}: {shown} is not a valid URL") from None
     if "@" in parsed.netloc:  # the message leaves the URL out: it may hold a password
         raise ConfigurationError(f"{setting}: a base URL may not hold user credentials (user@host)")
     if "?" in url or "#" in url:
@@ -108,10 +115,9 @@ def check_base_url(url: str, setting: str) -> str:
         port = 0
     if port == 0:
         raise ConfigurationError(f"{setting}: {url!r} has an invalid port")
-    if parsed.scheme == "https" and parsed.hostname:
+    if parsed.scheme == "https" and host:
         return url.rstrip("/")
-    if parsed.scheme == "http" and parsed.hostname:
-        host = parsed.hostname
+    if parsed.scheme == "http" and host:
         try:
             loopback = ipaddress.ip_address(host).is_loopback
         except ValueError:

@@ -4,12 +4,49 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
 
+from ._parse import MAX_SECONDS
 from .errors import ConfigurationError
 
 __all__ = ["main"]
+
+#: More simulated visitors than the demo needs to show anything; each one is a few real requests.
+MAX_VISITORS = 100_000
+
+
+# argparse turns an ArgumentTypeError from these into a usage message and exit 2, not a traceback.
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:  # bind() raised OverflowError past 65535
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535; 0 picks a free one)")
+    return port
+
+
+def _timeout(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    # nan, inf and 1e309 reached flush()/shutdown() and crashed there; nan fails every comparison.
+    if not 0 <= seconds <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to {MAX_SECONDS:.0f}")
+    return seconds
+
+
+def _visitors(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_VISITORS:  # 0 or fewer served nothing and still said all was well
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of visitors from 1 to {MAX_VISITORS:,}")
+    return count
 
 
 def _check(_: argparse.Namespace) -> int:
@@ -46,7 +83,11 @@ def _check(_: argparse.Namespace) -> int:
 def _sandbox(args: argparse.Namespace) -> int:
     from .sandbox import serve
 
-    serve(args.port, host="127.0.0.1")
+    try:
+        serve(args.port, host="127.0.0.1")
+    except OSError as exc:  # the port is taken, or not ours to bind
+        print(f"error: cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -91,10 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser(
         "demo", help="run the whole pipeline against a built-in sandbox of the five APIs"
     )
-    demo.add_argument("--visitors", type=int, default=40, help="simulated visitors (default 40)")
+    demo.add_argument("--visitors", type=_visitors, default=40, help="simulated visitors (default 40)")
     demo.set_defaults(run=_demo)
     sandbox = commands.add_parser("sandbox", help="serve the five providers' sandbox on 127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8765)
+    sandbox.add_argument("--port", type=_port, default=8765, help="0 picks a free port (default 8765)")
     sandbox.set_defaults(run=_sandbox)
     check = commands.add_parser("check", help="validate the configuration and say what would be sent where")
     check.set_defaults(run=_check)
@@ -102,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spool.add_argument("action", choices=["inspect", "retry", "purge"])
     spool.add_argument("path")
     spool.add_argument("--provider", help="purge: only this provider's events")
-    spool.add_argument("--timeout", type=float, default=30.0, help="retry: seconds to deliver")
+    spool.add_argument("--timeout", type=_timeout, default=30.0, help="retry: seconds to deliver")
     spool.set_defaults(run=_spool)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

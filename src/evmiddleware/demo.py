@@ -43,11 +43,27 @@ __all__ = ["run_demo"]
 _DEMO_VARIABLES = frozenset({"EVMIDDLEWARE_EXAMPLES_DIR"})
 
 
+#: Where the demo's sandbox listens. A proxy from HTTP_PROXY (which sends the library through httpx)
+#: cannot reach this machine's loopback, so the demo failed after minutes of retries.
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _no_proxy_for_loopback() -> dict[str, str]:
+    """NO_PROXY and no_proxy as they are, plus the loopback hosts (tools read one or the other)."""
+    values: dict[str, str] = {}
+    for name in ("NO_PROXY", "no_proxy"):
+        hosts = [host.strip() for host in os.environ.get(name, "").split(",") if host.strip()]
+        values[name] = ",".join([*hosts, *(host for host in _LOOPBACK_HOSTS if host not in hosts)])
+    return values
+
+
 @contextmanager
 def _environment(values: dict[str, str]) -> Iterator[list[str]]:
     """Exactly ``values`` as the library's settings; yields the names of the user's own ``EVMIDDLEWARE_*``
     variables, set aside until the end: with them the demo took a production spool's events to the
-    sandbox and deleted them, or ran disabled and still reported every event accounted for."""
+    sandbox and deleted them, or ran disabled and still reported every event accounted for. Loopback
+    is added to NO_PROXY too (all put back at the end)."""
+    values = {**values, **_no_proxy_for_loopback()}
     ignored = sorted(
         name
         for name in os.environ

@@ -75,3 +75,22 @@ def test_provider_counts_must_be_whole_numbers(option):
     value = [(2.5, 1.0)] if option == "rate_limit" else 2.5
     with pytest.raises(ConfigurationError, match=option):
         load_settings({"flokit_api_key": "fk_test_1", f"flokit_{option}": value}, {})
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "https://[zz]/", "https://x]/", "https://[v1.x]/"])
+def test_a_malformed_base_url_is_a_configuration_error(url, capsys, monkeypatch):
+    """urlsplit() or .hostname raised ValueError, which escaped configure() and `evmiddleware check`."""
+    with pytest.raises(ConfigurationError, match=r"^flokit_url: .* is not a valid URL$"):
+        load_settings({"flokit_api_key": "k", "flokit_url": url}, {})
+    from evmiddleware import cli
+
+    monkeypatch.setenv("EVMIDDLEWARE_FLOKIT_API_KEY", "k")
+    monkeypatch.setenv("EVMIDDLEWARE_FLOKIT_URL", url)
+    assert cli.main(["check"]) == 2
+    assert capsys.readouterr().err == f"configuration error: flokit_url: {url!r} is not a valid URL\n"
+
+
+def test_a_malformed_base_url_with_credentials_keeps_them_out_of_the_message():
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({"flokit_api_key": "k", "flokit_url": "https://user:s3cret@[zz]/"}, {})
+    assert "s3cret" not in str(caught.value)
