@@ -6,7 +6,8 @@ import argparse
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ._parse import MAX_SECONDS
 from .errors import ConfigurationError
@@ -17,36 +18,27 @@ __all__ = ["main"]
 MAX_VISITORS = 100_000
 
 
-# argparse turns an ArgumentTypeError from these into a usage message and exit 2, not a traceback.
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:  # bind() raised OverflowError past 65535
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535; 0 picks a free one)")
-    return port
+def _bounded(kind: Callable[[str], Any], low: float, high: float, what: str) -> Callable[[str], Any]:
+    """An argparse type: ``kind`` of the text, from ``low`` to ``high``; anything else is a usage
+    error (exit 2) rather than a traceback further on."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not low <= value <= high:  # nan fails too
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
 
 
-def _timeout(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    # nan, inf and 1e309 reached flush()/shutdown() and crashed there; nan fails every comparison.
-    if not 0 <= seconds <= MAX_SECONDS:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to {MAX_SECONDS:.0f}")
-    return seconds
-
-
-def _visitors(text: str) -> int:
-    try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if not 1 <= count <= MAX_VISITORS:  # 0 or fewer served nothing and still said all was well
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of visitors from 1 to {MAX_VISITORS:,}")
-    return count
+# bind() raised OverflowError past 65535; nan, inf and 1e309 crashed flush()/shutdown(); 0 visitors or
+# fewer served nothing and still said all was well.
+_port = _bounded(int, 0, 65535, "a port (0-65535; 0 picks a free one)")
+_timeout = _bounded(float, 0, MAX_SECONDS, f"a number of seconds from 0 to {MAX_SECONDS:.0f}")
+_visitors = _bounded(int, 1, MAX_VISITORS, f"a number of visitors from 1 to {MAX_VISITORS:,}")
 
 
 def _check(_: argparse.Namespace) -> int:
