@@ -89,11 +89,8 @@ class EventMiddleware:
             if kind == "http.response.start":
                 state.status = message.get("status")
                 trailers = message.get("trailers", False)
-                if cookie is not None and not sets_cookie(
-                    message.get("headers", ()), b"set-cookie", self.capture.cookie_prefix_bytes
-                ):
-                    # A new dict: the app may reuse its message.
-                    message = {**message, "headers": [*message.get("headers", ()), cookie]}
+                if cookie is not None:
+                    message = _with_cookie(message, cookie, self.capture.cookie_prefix_bytes)
                 sending = send(message)
                 started_in = getattr(sending, "cr_code", None)  # see _client_left
                 return sending
@@ -167,6 +164,15 @@ class EventMiddleware:
             await run_lifespan(self.app, scope, receive, send, self.capture.flush_timeout)
         else:
             await self.app(scope, receive, send)
+
+
+def _with_cookie(message: Message, cookie: tuple[bytes, bytes], prefix: bytes) -> Message:
+    """The response start with the visitor's cookie added, unless the app set that cookie itself. A new
+    dict (the app may reuse its message) and the headers read once (ASGI allows any iterable)."""
+    headers = list(message.get("headers", ()))
+    if not sets_cookie(headers, b"set-cookie", prefix):
+        headers.append(cookie)
+    return {**message, "headers": headers}
 
 
 def _take_route(state: RequestState, scope: MutableMapping[str, Any], root_path: str) -> None:

@@ -153,30 +153,44 @@ def clean_id(value: object, field: str) -> str | None:
     return value or None
 
 
-# ISO 8601 dates and times, extended or basic: what datetime.fromisoformat reads from Python 3.11 on
-# (3.10's reads only its own output: no "Z", no "+0000", no 3-digit fractions).
+# ISO 8601 dates and times as Python 3.11's fromisoformat reads them, for 3.10's, which reads only its
+# own output (no "Z", no "+0000", no 3-digit fractions): extended or basic form, not mixed.
 _ISO_8601 = re.compile(
-    r"(\d{4})-?(\d{2})-?(\d{2})"
-    r"(?:[Tt ](\d{2})(?::?(\d{2})(?::?(\d{2})(?:[.,](\d{1,9}))?)?)?)?"
-    r"\s*(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?"
+    r"(?P<y>[0-9]{4})-(?P<mo>[0-9]{2})-(?P<d>[0-9]{2})"
+    r"(?:[Tt ](?P<h>[0-9]{2})(?::(?P<mi>[0-9]{2})(?::(?P<s>[0-9]{2})(?:[.,](?P<f>[0-9]+))?)?)?)?"
+    r"|(?P<by>[0-9]{4})(?P<bmo>[0-9]{2})(?P<bd>[0-9]{2})"
+    r"(?:[Tt](?P<bh>[0-9]{2})(?:(?P<bmi>[0-9]{2})(?:(?P<bs>[0-9]{2})(?:[.,](?P<bf>[0-9]+))?)?)?)?"
+)
+_ISO_OFFSET = re.compile(
+    r"\s*(?:(?P<z>[Zz])|(?P<sign>[+-])(?P<oh>[0-9]{2})(?::?(?P<om>[0-9]{2})(?::?(?P<os>[0-9]{2}))?)?)?"
 )
 
 
 def _parse_iso(text: str) -> dt.datetime:
-    match = _ISO_8601.fullmatch(text.strip())
-    if match is None:
+    """``text`` as a datetime, alike on every Python we support (fromisoformat first: C, and complete
+    from 3.11 on)."""
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    text = text.strip()
+    date = _ISO_8601.match(text)
+    offset = _ISO_OFFSET.fullmatch(text, date.end()) if date is not None else None
+    if date is None or offset is None:
         raise ValueError(f"not an ISO 8601 time: {text!r}")
-    year, month, day, hour, minute, second, fraction, _, sign, off_hours, off_minutes = match.groups()
+    basic = "b" if date["by"] else ""
+    fields = [date[basic + name] for name in ("y", "mo", "d", "h", "mi", "s")]
+    year, month, day, hour, minute, second = (int(field or 0) for field in fields)
+    micro = int((date[basic + "f"] or "0")[:6].ljust(6, "0"))
     tz = None
-    if match[8]:
+    if offset["z"]:
         tz = _UTC
-    elif sign:
-        offset = dt.timedelta(hours=int(off_hours), minutes=int(off_minutes or 0))
-        tz = dt.timezone(-offset if sign == "-" else offset)
-    micro = int((fraction or "0")[:6].ljust(6, "0"))
-    return dt.datetime(
-        int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0), micro, tz
-    )
+    elif offset["sign"]:
+        delta = dt.timedelta(
+            hours=int(offset["oh"]), minutes=int(offset["om"] or 0), seconds=int(offset["os"] or 0)
+        )
+        tz = dt.timezone(-delta if offset["sign"] == "-" else delta)
+    return dt.datetime(year, month, day, hour, minute, second, micro, tz)
 
 
 def _clean_timestamp(value: object) -> dt.datetime:

@@ -862,3 +862,15 @@ def test_an_app_that_sets_the_visitors_cookie_itself_keeps_its_value():
     other = (b"set-cookie", b"theme=dark")
     result = run_asgi(EventMiddleware(make_raw_app(headers=[other])), http_scope("/"))
     assert [value.split("=")[0] for value in result.set_cookies] == ["theme", "ev_anon_id"]
+
+
+def test_response_headers_given_as_an_iterator_all_reach_the_server():
+    # ASGI allows any iterable: the Set-Cookie check read a generator to its end, and the copy that
+    # went to the server held only the cookie.
+    async def app(scope, receive, send):
+        headers = iter([(b"content-type", b"text/plain"), (b"x-app", b"1")])
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    result = run_asgi(EventMiddleware(app), http_scope("/"))
+    assert [name for name, _ in result.headers] == [b"content-type", b"x-app", b"set-cookie"]

@@ -87,7 +87,17 @@ def test_iso_8601_forms_are_read_alike_on_every_python(text, expected):
     assert timestamp.tzinfo == dt.timezone.utc
 
 
-@pytest.mark.parametrize("text", ["2024-13-01", "2024-05-01T25:00", "2024-05-01T12:00+25:00", "1 May 2024"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-13-01",
+        "2024-05-01T25:00",
+        "2024-05-01T12:00+25:00",
+        "1 May 2024",
+        "\u0662\u0660\u0662\u0664-\u0660\u0661-\u0661\u0665",  # Arabic-Indic digits, which \d took
+        "2024-0501T10:3000Z",  # basic and extended form mixed
+    ],
+)
 def test_impossible_iso_times_are_refused(text):
     with pytest.raises(EventError) as info:
         build(timestamp=text)
