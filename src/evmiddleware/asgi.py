@@ -215,52 +215,66 @@ def _route_while_running(request: Any) -> str | None:
 add_route_reader(_route_while_running)
 
 
-# (id(router), id(endpoint)) -> (endpoint, the routes that have it): one walk per endpoint.
-_routes_of_endpoints: dict[tuple[int, int], tuple[object, tuple[Any, ...]]] = {}
+# (id(router), id(endpoint)) -> (router, endpoint, each route that has the endpoint with the Mounts
+# above it): one walk per endpoint. The router and endpoint are kept to tell a reused id.
+_Candidates = tuple[tuple[tuple[Any, ...], Any], ...]
+_routes_of_endpoints: dict[tuple[int, int], tuple[object, object, _Candidates]] = {}
 
 
 def _route_of_endpoint(scope: Mapping[str, Any]) -> object:
     """The route ``scope["route"]`` would hold, where the router sets only ``scope["endpoint"]``
     (Starlette before 1.7; FastAPI sets the route itself): the route or Mount whose endpoint it is,
-    among the outermost router's routes and the Mounts below it. ``None`` if none is."""
+    among the outermost router's routes and the Mounts below it, and whose Mounts and path match the
+    request's path. ``None`` when none does (the right one may be out of sight, below a Mount of a
+    wrapped app): the raw path then, rather than another route's template."""
     endpoint, router = scope.get("endpoint"), scope.get("router")
     if endpoint is None or router is None:
         return None
     key = (id(router), id(endpoint))
     cached = _routes_of_endpoints.get(key)
-    if cached is not None and cached[0] is endpoint:
-        candidates = cached[1]
+    if cached is not None and cached[0] is router and cached[1] is endpoint:
+        candidates = cached[2]
     else:
-        candidates = tuple(_with_endpoint(getattr(router, "routes", None) or (), endpoint, 0))
+        candidates = tuple(_with_endpoint(getattr(router, "routes", None) or (), endpoint, ()))
         if len(_routes_of_endpoints) >= 4096:
             _routes_of_endpoints.clear()
-        _routes_of_endpoints[key] = (endpoint, candidates)
-    # The route whose path matches what is left below the innermost router (Starlette < 0.33 leaves
-    # that in scope["path"], later ones keep the whole path under root_path): one endpoint may serve
-    # several routes, and the right one may be out of sight (a Mount of a wrapped app): the raw path
-    # then, rather than another route's template. A Mount's app is the endpoint only where it routes
-    # nothing, and is its own.
+        _routes_of_endpoints[key] = (router, endpoint, candidates)
+    if not candidates:
+        return None
+    # The path below the outermost router. Starlette < 0.33 leaves the innermost Mount's rest in
+    # scope["path"] and the text the Mounts matched in root_path; later ones keep the whole path.
     path, root = scope.get("path", ""), scope.get("root_path", "")
-    below = path[len(root) :] if root and path.startswith(root) else path
-    for node in candidates:
-        if hasattr(node, "routes"):
-            return node
-        regex = getattr(node, "path_regex", None)
-        if regex is not None and regex.match(below):
+    base = scope.get("app_root_path", root)
+    below = path[len(base) :] if path.startswith(root) else root[len(base) :] + path
+    for mounts, node in candidates:
+        if _reaches(mounts, node, below):
             return node
     return None
 
 
-def _with_endpoint(routes: Any, endpoint: object, depth: int) -> Iterator[Any]:
-    if depth > 16:  # Mounts can nest (or loop) without end
+def _with_endpoint(
+    routes: Any, endpoint: object, mounts: tuple[Any, ...]
+) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    if len(mounts) > 16:  # Mounts can nest (or loop) without end
         return
     for node in routes:
         # A route's endpoint, or a Mount's app (the endpoint a Mount that routes nothing leaves).
         if getattr(node, "endpoint", None) is endpoint or getattr(node, "app", None) is endpoint:
-            yield node
+            yield mounts, node
         inner = getattr(node, "routes", None)
         if inner:
-            yield from _with_endpoint(inner, endpoint, depth + 1)
+            yield from _with_endpoint(inner, endpoint, (*mounts, node))
+
+
+def _reaches(mounts: tuple[Any, ...], node: Any, path: str) -> bool:
+    """Whether ``path`` goes through ``mounts`` to ``node``, as Starlette's routers match it."""
+    for mount in (*mounts, node):
+        regex = getattr(mount, "path_regex", None)
+        match = regex.match(path) if regex is not None else None
+        if match is None:
+            return False
+        path = "/" + str(match.groupdict().get("path", ""))  # a Mount's rest
+    return True
 
 
 # (root_path, root_path at the middleware, id(router), id(route)) -> (route, template): one walk per

@@ -874,3 +874,28 @@ def test_response_headers_given_as_an_iterator_all_reach_the_server():
 
     result = run_asgi(EventMiddleware(app), http_scope("/"))
     assert [name for name, _ in result.headers] == [b"content-type", b"x-app", b"set-cookie"]
+
+
+def test_one_endpoint_at_two_levels_gets_the_template_of_the_route_that_served_it(tracked):
+    # Starlette < 1.7 names only the endpoint: the top-level route that shares it was taken for the
+    # mounted one (/blog/{slug}). On later versions the router names the route itself.
+    async def page(request):
+        return PlainTextResponse(repr(request.path_params))
+
+    app = EventMiddleware(
+        Starlette(routes=[Route("/{slug}", page), Mount("/blog", routes=[Route("/{post_id}", page)])])
+    )
+    for path in ("/about", "/blog/hello"):
+        run_asgi(app, http_scope(path))
+    assert [e.properties["route"] for e in request_events(tracked)] == ["/{slug}", "/blog/{post_id}"]
+
+
+def test_apps_built_again_with_the_same_endpoint_get_their_own_templates(tracked):
+    # The lookup cache was keyed on id(router): a new app's router at a dead one's address got its routes.
+    async def item(request):
+        return PlainTextResponse("ok")
+
+    for prefix in ("products", "carts", "orders") * 20:
+        app = EventMiddleware(Starlette(routes=[Route(f"/{prefix}/{{item_id}}", item)]))
+        run_asgi(app, http_scope(f"/{prefix}/7"))
+        assert request_events(tracked)[-1].properties["route"] == f"/{prefix}/{{item_id}}"
