@@ -58,7 +58,8 @@ class JsonlSink(Provider):
         return dumps(event.as_dict())
 
     async def send(self, batch: Batch, client: HttpClient) -> SendResult:
-        data = memoryview(b"".join(item.data + b"\n" for item in batch.items))
+        whole = b"".join(item.data + b"\n" for item in batch.items)
+        data = memoryview(whole)
         try:
             with self.path.open("ab", buffering=0) as handle:
                 start = handle.tell()
@@ -67,8 +68,10 @@ class JsonlSink(Provider):
                         data = data[handle.write(data) :]
                 except OSError:
                     # A full disk cut the batch short: take back what it wrote (half a line), since the
-                    # retry writes the whole batch again.
-                    handle.truncate(start)
+                    # retry writes the whole batch again; unless another process appended meanwhile,
+                    # whose lines would go too.
+                    if os.fstat(handle.fileno()).st_size == start + len(whole) - len(data):
+                        handle.truncate(start)
                     raise
         except OSError as exc:
             return SendResult("retry", reason=f"cannot write {self.path}: {exc.strerror}")
