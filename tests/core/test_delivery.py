@@ -9,6 +9,7 @@ import pytest
 
 import evmiddleware
 from evmiddleware.providers.sinks import MemorySink
+from tests.core.waiting import wait_for
 from tests.httpserver import Answer, RecordingServer
 
 
@@ -121,12 +122,6 @@ def test_a_server_down_for_a_while_gets_every_event_that_fitted_in_the_queue():
 def test_a_slow_provider_does_not_delay_a_fast_one():
     release = threading.Event()
     fast = MemorySink()
-
-    def wait_for(predicate) -> bool:
-        deadline = time.monotonic() + 5
-        while not predicate() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return predicate()
 
     with RecordingServer(lambda s, r: Answer(hold=release)) as server:
         from evmiddleware.providers.flokit import FloKit
@@ -288,13 +283,6 @@ def test_a_dispatcher_that_dies_releases_a_waiting_flush_and_counts_the_batch_in
     assert evmiddleware.stats()["providers"]["memory"]["dropped"] == {"dispatcher_error": 2}
 
 
-def wait_until(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return predicate()
-
-
 @pytest.mark.parametrize("first_delivered", [False, True], ids=["earlier fails", "later fails"])
 def test_flush_answers_for_the_events_queued_before_it_not_for_later_ones(first_delivered):
     release = threading.Event()
@@ -311,14 +299,14 @@ def test_flush_answers_for_the_events_queued_before_it_not_for_later_ones(first_
             flywheel_api_key="fw_test_123456", flywheel_url=server.url, flush_interval=0.05
         )
         evmiddleware.track("earlier", user_id="u")
-        assert wait_until(lambda: len(server.received) == 1)  # in flight, its answer held
+        assert wait_for(lambda: len(server.received) == 1)  # in flight, its answer held
         result: list[bool] = []
         waiting = threading.Thread(target=lambda: result.append(evmiddleware.flush(10)), daemon=True)
         waiting.start()
         dispatcher = evmiddleware.runtime.current().dispatcher
-        assert wait_until(lambda: bool(dispatcher._waiters))  # the flush has begun
+        assert wait_for(lambda: bool(dispatcher._waiters))  # the flush has begun
         evmiddleware.track("later", user_id="u")
-        assert wait_until(lambda: len(server.received) == 2)
+        assert wait_for(lambda: len(server.received) == 2)
         time.sleep(0.2)  # the later event is answered meanwhile: it must not end the flush
         assert result == []
         release.set()

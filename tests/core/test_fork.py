@@ -18,6 +18,7 @@ from evmiddleware import runtime
 from evmiddleware.events import Event
 from evmiddleware.http11 import HttpClient
 from evmiddleware.providers.base import Batch, Limits, Provider, SendResult
+from tests.core.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -102,15 +103,6 @@ class _Down(Provider):
         return SendResult("retry", reason="down")
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
-
-
 def _read_bounded(fd: int, timeout: float = 20.0) -> bytes:
     ready, _, _ = select.select([fd], [], [], timeout)
     return os.read(fd, 1000) if ready else b""
@@ -138,7 +130,7 @@ def test_a_child_s_spooled_events_survive_its_parent_closing_the_spool(tmp_path)
     )
     evmiddleware.track("parent_before", user_id="p")
     lane = runtime.current().lanes[0]
-    assert _wait_for(lambda: lane.requests >= 1)  # spooled: the parent's connection is open at the fork
+    assert wait_for(lambda: lane.requests >= 1, 10.0)  # spooled: the parent's connection is open at the fork
     go_read, go_write = os.pipe()
     report_read, report_write = os.pipe()
     pid = os.fork()
@@ -147,7 +139,7 @@ def test_a_child_s_spooled_events_survive_its_parent_closing_the_spool(tmp_path)
             os.close(go_write)
             evmiddleware.track("child_before", user_id="c")
             child_lane = runtime.current().lanes[0]
-            _wait_for(lambda: child_lane.requests >= 1)  # the child's own connection is open
+            wait_for(lambda: child_lane.requests >= 1, 10.0)  # the child's own connection is open
             os.write(report_write, b"ready")
             _read_bounded(go_read)  # the parent has closed its spool
             for _ in range(5):
@@ -161,7 +153,7 @@ def test_a_child_s_spooled_events_survive_its_parent_closing_the_spool(tmp_path)
     try:
         assert _read_bounded(report_read) == b"ready"
         evmiddleware.track("parent_after", user_id="p")  # the parent's spool works after the fork
-        assert _wait_for(lambda: lane.pending == 1)  # spooled, then opened (the first batch waits)
+        assert wait_for(lambda: lane.pending == 1, 10.0)  # spooled, then opened (the first batch waits)
         evmiddleware.shutdown(0.5)  # closes the parent's connection, as its exit would
         os.write(go_write, b"go")
         assert _read_bounded(report_read) == b"6"

@@ -13,6 +13,7 @@ import evmiddleware
 from evmiddleware import cli
 from evmiddleware.events import make_event
 from evmiddleware.spool import Spool, summarize
+from tests.core.waiting import wait_for
 from tests.httpserver import Answer, RecordingServer
 
 
@@ -31,15 +32,6 @@ def ev(i: int = 0):
 def rows(path) -> int:
     with sqlite3.connect(path) as connection:
         return connection.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-
-
-def wait_for(predicate, timeout=5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def configure(url, spool, **settings):
