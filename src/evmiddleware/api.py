@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from types import MappingProxyType
@@ -20,8 +21,8 @@ from .context import RequestContext, _current, _looked_up, _lookups
 from .errors import ConfigurationError, EventError
 from .events import MAX_ID_LENGTH, Event, _known_names, build_event, clean_id
 from .events import id_pool as _id_pool
-from .normalize import flat_copy
-from .signals import FAILED, event_tracked, notify
+from .normalize import flat_copy, normalize_properties
+from .signals import FAILED, call_receiver, event_tracked
 
 __all__ = ["configure", "flush", "identify", "shutdown", "stats", "track", "tracked"]
 
@@ -84,6 +85,10 @@ def _emit(
         context: Mapping[str, Any] = _NONE
         if aliases is None:
             aliases = _NONE
+        # Cleaned first: a blank id is no id, so it neither passes the test below nor hides the
+        # request's own id.
+        user_id = clean_id(user_id, "user_id")
+        anonymous_id = clean_id(anonymous_id, "anonymous_id")
         if ctx is not None:
             aliases = ctx.aliases
             if user_id is None:
@@ -111,7 +116,7 @@ def _emit(
             _rt.warn_dropped_property,
         )
         if event_tracked.receivers:
-            vetted = _run_event_tracked(event)
+            vetted = _run_event_tracked(event, settings.max_depth, settings.max_event_bytes)
             if not isinstance(vetted, Event):
                 runtime.drop(event, vetted)
                 return None
@@ -128,15 +133,26 @@ def _emit(
     return None
 
 
-def _run_event_tracked(event: Event) -> Event | str:
+def _run_event_tracked(event: Event, max_depth: int, max_bytes: int) -> Event | str:
     """The event as the receivers left it, or why it is dropped: ``vetoed``, or ``receiver_error``
-    when a receiver raised (it may have been there to remove what must not leave the process)."""
-    for result in notify(event_tracked, event=event):
+    when a receiver raised (it may have been there to remove what must not leave the process).
+
+    Each receiver gets the event as the one before it left it: one that removes private data and
+    one that adds a tag must both have their way. Properties a receiver replaced are made JSON-safe
+    again, as ``track()`` made the caller's.
+    """
+    for receiver in event_tracked.receivers_for(None):
+        result = call_receiver(event_tracked, receiver, {"event": event})
         if result is False:
             return "vetoed"
         if result is FAILED:
             return "receiver_error"
         if isinstance(result, Event):
+            if result.properties is not event.properties:
+                properties = normalize_properties(
+                    result.properties, max_depth, max_bytes, _rt.warn_dropped_property
+                )
+                result = result._replace(properties=properties)
             event = result
     return event
 
@@ -177,7 +193,10 @@ def track(
             context = ctx.facts
             aliases = ctx.aliases or _NONE
         clean_name = _known_names.get(name) if type(name) is str else None
-        copied = flat_copy(properties, runtime.max_event_bytes)
+        try:  # a Mapping of the app's may raise as it is read: _emit counts that as a drop
+            copied = flat_copy(properties, runtime.max_event_bytes)
+        except Exception:
+            copied = None
         if (
             clean_name is not None
             and copied is not None
@@ -402,8 +421,9 @@ def flush(timeout: float | None = None) -> bool:
     Returns ``True`` when all were delivered (``False`` on timeout or any failure). Never call it on
     the request path in production; it is for scripts, jobs and tests.
     """
+    seconds = _wait_seconds(timeout, "flush")
     runtime = _rt.peek()
-    return True if runtime is None else runtime.flush(timeout)
+    return True if runtime is None else runtime.flush(seconds)
 
 
 def shutdown(timeout: float | None = None) -> None:
@@ -411,9 +431,26 @@ def shutdown(timeout: float | None = None) -> None:
 
     Runs by itself at interpreter exit; what could not be sent is logged and counted.
     """
+    seconds = _wait_seconds(timeout, "shutdown")
     runtime = _rt.peek()
     if runtime is not None and not runtime.closed:
-        runtime.shutdown(timeout)
+        runtime.shutdown(seconds)
+
+
+#: What an infinite timeout becomes: about 30 years. ``math.inf`` itself overflows a lock's wait.
+_FOREVER = 1e9
+
+
+def _wait_seconds(timeout: float | None, what: str) -> float | None:
+    """``timeout`` as the dispatcher takes it; raises ``ValueError``/``TypeError`` for one that is not
+    a number of seconds (a programming error, refused before anything is stopped or waited for)."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{what}() timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    if math.isnan(timeout):
+        raise ValueError(f"{what}() timeout must be a number of seconds or None, not nan")
+    return min(max(0.0, float(timeout)), _FOREVER)  # negative: no wait at all, as threading takes it
 
 
 def stats() -> dict[str, Any]:

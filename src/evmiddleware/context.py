@@ -8,10 +8,15 @@ that copied the context would never come back to the middleware, a mutation does
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any
+
+from ._log import limited
+from .errors import EventError
+from .normalize import normalize_properties
 
 __all__ = ["RequestContext", "add_lookup", "current_request", "request_context", "skip_request"]
 
@@ -95,12 +100,32 @@ def request_context(
     with request_context(anonymous_id=job.anon_id, user_id=job.user_id):
         evmiddleware.track("export_finished")
     """
-    ctx = RequestContext(anonymous_id, user_id, facts)
+    ctx = RequestContext(anonymous_id, user_id, _json_safe(facts))
     token = _current.set(ctx)
     try:
         yield ctx
     finally:
         _current.reset(token)
+
+
+def _json_safe(facts: dict[str, Any]) -> dict[str, Any]:
+    """``facts`` made JSON-safe once, as ``track()`` makes properties: every event of the block
+    carries them, and a value no provider can encode would lose each of those events later."""
+    if not facts:
+        return facts
+    try:
+        return normalize_properties(facts, _FACTS_DEPTH, _FACTS_BYTES, _warn_dropped_fact)
+    except EventError as exc:
+        limited.log(logging.WARNING, "facts", "evmiddleware: request_context facts left out: %s", exc)
+        return {}
+
+
+#: Bounds of request_context's facts: the defaults of ``max_depth`` and ``max_event_bytes``.
+_FACTS_DEPTH, _FACTS_BYTES = 10, 32 * 1024
+
+
+def _warn_dropped_fact(key: str, why: str) -> None:
+    limited.log(logging.WARNING, f"fact:{key}", "evmiddleware: request_context fact %r dropped: %s", key, why)
 
 
 def skip_request() -> None:

@@ -197,18 +197,20 @@ def _clean_timestamp(value: object) -> dt.datetime:
     """Naive datetimes are taken as UTC (documented); ISO 8601 strings and epoch seconds are accepted."""
     if value is None:
         return dt.datetime.now(_UTC)
+    original = value
     try:
         if isinstance(value, str):
             value = _parse_iso(value)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             value = dt.datetime.fromtimestamp(value, _UTC)
+        if not isinstance(value, dt.datetime):
+            raise EventError("invalid_timestamp", f"timestamp must be a datetime, not {type(value).__name__}")
+        if value.tzinfo is None:
+            return value.replace(tzinfo=_UTC)
+        # Overflows at the ends of datetime's range: 0001-01-01 00:00+01:00 is in year 0 in UTC.
+        return value.astimezone(_UTC)
     except (ValueError, OverflowError, OSError) as exc:
-        raise EventError("invalid_timestamp", f"timestamp {value!r} is not a valid time") from exc
-    if not isinstance(value, dt.datetime):
-        raise EventError("invalid_timestamp", f"timestamp must be a datetime, not {type(value).__name__}")
-    if value.tzinfo is None:
-        return value.replace(tzinfo=_UTC)
-    return value.astimezone(_UTC)
+        raise EventError("invalid_timestamp", f"timestamp {original!r} is not a valid time") from exc
 
 
 def make_event(

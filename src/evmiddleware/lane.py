@@ -217,8 +217,8 @@ class Lane:
 
     def _spool_add(self, events: list[Event]) -> tuple[list[int | None], list[Event]]:
         """Spool ``events``: their row ids and the events written. One the spool cannot write (a lone
-        surrogate in a string passes ``track()``'s fast path) is counted as ``encode_error``, as a
-        provider's encoder counts it; the others are written."""
+        surrogate in a request event's properties, which nothing checks for it) is counted as
+        ``encode_error``, as a provider's encoder counts it; the others are written."""
         assert self.spool is not None
         try:
             return self.spool.add(self.name, events), events

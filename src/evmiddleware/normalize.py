@@ -69,6 +69,9 @@ def flat_copy(properties: Mapping[str, Any] | None, max_bytes: int) -> dict[str,
         kind = type(value)
         if kind is str:
             size += len(value)
+            # isascii() is a flag test; anything else must encode as UTF-8 (a lone surrogate cannot)
+            if not value.isascii() and not _utf8_ok(value):
+                return None
         elif kind is int:
             if not _INT_MIN <= value < _INT_MAX:
                 return None
@@ -81,9 +84,18 @@ def flat_copy(properties: Mapping[str, Any] | None, max_bytes: int) -> dict[str,
             return None
     # A character takes at most 6 bytes of JSON (a control character is written \u0001): measure
     # exactly only when that bound passes the limit. The keys' characters in one C call.
-    if (size + len(_join(copied))) * 6 > max_bytes:
+    keys = _join(copied)
+    if (size + len(keys)) * 6 > max_bytes or not (keys.isascii() or _utf8_ok(keys)):
         return None
     return copied
+
+
+def _utf8_ok(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_size(value: dict[str, JSONValue], max_bytes: int) -> None:
@@ -131,7 +143,7 @@ def _convert(
         return str(value)
     try:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+            return _convert_dataclass(value, path, depth, max_depth, on_drop, seen)
         if isinstance(value, (Mapping, list, tuple, set, frozenset)):
             return _convert_container(value, path, depth, max_depth, on_drop, seen)
     except EventError:
@@ -141,6 +153,23 @@ def _convert(
         return _DROP
     on_drop(path, f"{type(value).__name__} is not JSON-safe")
     return _DROP
+
+
+def _convert_dataclass(
+    value: Any, path: str, depth: int, max_depth: int, on_drop: DropCallback, seen: set[int]
+) -> JSONValue:
+    """A dataclass instance as the dict of its fields. The instance itself is what may come round
+    again (``node.parent.child``), not the new dict: it is what the cycle check must know."""
+    marker = id(value)
+    if marker in seen:
+        on_drop(path, "cyclic reference")
+        return _DROP
+    seen.add(marker)
+    try:
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return _convert_container(fields, path, depth, max_depth, on_drop, seen)
+    finally:
+        seen.discard(marker)
 
 
 def _convert_container(

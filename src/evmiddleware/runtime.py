@@ -229,10 +229,14 @@ class Runtime:
     def shutdown(self, timeout: float | None) -> None:
         self.closed = True
         self.takes_records = False
-        given_up = self.dispatcher.stop(self.settings.shutdown_timeout if timeout is None else timeout)
-        # The dispatcher admits every record on its way out; one appended in the very last instant
-        # (its request saw the runtime still open) is counted, never left behind silently.
-        given_up += self._drop_intake("shutdown")
+        given_up = 0
+        try:
+            given_up = self.dispatcher.stop(self.settings.shutdown_timeout if timeout is None else timeout)
+        finally:
+            # The dispatcher admits every record on its way out; one appended in the very last
+            # instant (its request saw the runtime still open) is counted, never left behind
+            # silently, and so is all of it when stop() itself failed.
+            given_up += self._drop_intake("shutdown")
         if given_up:
             logger.error("evmiddleware: %d event(s) could not be delivered before shutdown", given_up)
 

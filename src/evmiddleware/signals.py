@@ -25,6 +25,7 @@ import inspect
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from blinker import NamedSignal, Namespace
@@ -69,21 +70,23 @@ def notify(signal: NamedSignal, **kwargs: Any) -> list[object]:
     """
     if signal.is_muted:
         return []
-    results: list[object] = []
-    for receiver in signal.receivers_for(None):
-        try:
-            if inspect.iscoroutinefunction(receiver):  # as blinker's send: it would never run
-                raise TypeError("cannot send to a coroutine function")
-            results.append(receiver(None, **kwargs))
-        except Exception:
-            with _errors_lock:
-                receiver_errors[signal.name] += 1
-            limited.log(
-                logging.ERROR,
-                f"receiver:{signal.name}",
-                "evmiddleware: a receiver of %s raised; ignored",
-                signal.name,
-                exc_info=True,
-            )
-            results.append(FAILED)
-    return results
+    return [call_receiver(signal, receiver, kwargs) for receiver in signal.receivers_for(None)]
+
+
+def call_receiver(signal: NamedSignal, receiver: Callable[..., Any], kwargs: dict[str, Any]) -> object:
+    """One receiver of ``signal``: its return value, or :data:`FAILED` when it raised (logged, counted)."""
+    try:
+        if inspect.iscoroutinefunction(receiver):  # as blinker's send: it would never run
+            raise TypeError("cannot send to a coroutine function")
+        return receiver(None, **kwargs)
+    except Exception:
+        with _errors_lock:
+            receiver_errors[signal.name] += 1
+        limited.log(
+            logging.ERROR,
+            f"receiver:{signal.name}",
+            "evmiddleware: a receiver of %s raised; ignored",
+            signal.name,
+            exc_info=True,
+        )
+        return FAILED

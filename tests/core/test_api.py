@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
+import math
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 
 import pytest
 
@@ -37,6 +41,53 @@ def test_track_without_any_id_is_a_counted_drop_with_a_warning(memory_sink, capl
     assert evmiddleware.stats()["dropped"] == {"no_identity": 1}
     assert "no_identity" in caplog_evm.text
     assert delivered(memory_sink) == []
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_blank_id_is_no_id(memory_sink, blank):
+    assert evmiddleware.track("signup", user_id=blank) is None
+    assert evmiddleware.track("signup", user_id=blank, anonymous_id=blank) is None
+    assert evmiddleware.stats()["dropped"] == {"no_identity": 2}
+    # Inside a request, a blank id given by hand leaves the request's own in place.
+    with request_context(anonymous_id="anon-1", user_id="u1"):
+        evmiddleware.track("viewed", user_id=blank)
+    [event] = delivered(memory_sink)
+    assert (event.user_id, event.anonymous_id) == ("u1", "anon-1")
+
+
+def test_a_blank_id_raises_no_identity_in_strict_mode():
+    evmiddleware.configure(providers=[MemorySink()], strict=True)
+    with pytest.raises(evmiddleware.EventError) as info:
+        evmiddleware.track("signup", user_id=" ")
+    assert info.value.reason == "no_identity"
+
+
+class _Unreadable(Mapping):
+    """A mapping backed by something that is down (a cache, a lazy loader)."""
+
+    def __getitem__(self, key):
+        raise ConnectionError("cache unavailable")
+
+    def __iter__(self):
+        return iter(["a"])
+
+    def __len__(self):
+        return 1
+
+
+def test_properties_that_raise_as_they_are_read_are_a_counted_drop(memory_sink, caplog_evm):
+    assert evmiddleware.track("viewed", _Unreadable(), user_id="u") is None
+    assert evmiddleware.stats()["dropped"] == {"internal_error": 1}
+    assert "cache unavailable" in caplog_evm.text
+    assert delivered(memory_sink) == []
+
+
+def test_request_context_facts_are_made_json_safe_once(memory_sink):
+    with request_context(anonymous_id="anon-1", total=Decimal("19.90"), at=dt.date(2026, 1, 2), raw=b"x"):
+        evmiddleware.track("paid")
+    [event] = delivered(memory_sink)
+    assert event.context == {"total": 19.9, "at": "2026-01-02"}
+    assert evmiddleware.stats()["providers"]["memory"]["dropped"] == {}
 
 
 def test_invalid_event_never_raises_into_the_caller(memory_sink):
@@ -137,6 +188,20 @@ def test_event_tracked_receiver_can_veto_and_change_events(memory_sink):
     assert evmiddleware.stats()["dropped"] == {"vetoed": 1}
 
 
+def test_each_event_tracked_receiver_sees_the_event_as_the_one_before_left_it(memory_sink):
+    def scrub(sender, event):
+        return event._replace(properties={k: v for k, v in event.properties.items() if k != "email"})
+
+    def tag(sender, event):
+        return event._replace(properties={**event.properties, "app": "web", "paid": Decimal("2.50")})
+
+    with signals.event_tracked.connected_to(scrub), signals.event_tracked.connected_to(tag):
+        evmiddleware.track("signup", {"email": "alice@example.com"}, user_id="u")
+    [event] = delivered(memory_sink)
+    # Both had their way (the email stays out), and what the last one added was made JSON-safe.
+    assert event.properties == {"app": "web", "paid": 2.5}
+
+
 def test_a_raising_event_dropped_receiver_never_reaches_the_caller_and_is_counted(memory_sink, caplog_evm):
     def broken(sender, **kwargs):
         raise RuntimeError("metrics backend down")
@@ -231,6 +296,27 @@ def test_shutdown_delivers_queued_events_and_later_events_are_counted():
     assert [e.name for e in sink.events] == ["queued"]
     evmiddleware.track("late", user_id="u")
     assert evmiddleware.stats()["dropped"] == {"shut_down": 1}
+
+
+@pytest.mark.parametrize("forever", [math.inf, 1e300])
+def test_flush_and_shutdown_wait_without_a_limit_for_an_infinite_timeout(forever):
+    sink = MemorySink()
+    evmiddleware.configure(providers=[sink], flush_interval=60)
+    evmiddleware.track("one", user_id="u")
+    assert evmiddleware.flush(forever)
+    evmiddleware.track("two", user_id="u")
+    evmiddleware.shutdown(forever)
+    assert [e.name for e in sink.events] == ["one", "two"]
+
+
+@pytest.mark.parametrize("call", [evmiddleware.flush, evmiddleware.shutdown])
+def test_a_timeout_that_is_not_a_number_of_seconds_is_refused_before_anything_stops(call, memory_sink):
+    evmiddleware.track("kept", user_id="u")
+    with pytest.raises(ValueError, match="nan"):
+        call(math.nan)
+    with pytest.raises(TypeError, match="str"):
+        call("5")
+    assert [e.name for e in delivered(memory_sink)] == ["kept"]  # still running
 
 
 def test_request_events_over_the_size_limit_are_dropped_not_sent(memory_sink):

@@ -116,6 +116,21 @@ def test_bad_timestamp_is_refused():
     assert info.value.reason == "invalid_timestamp"
 
 
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+        "0001-01-01T00:00:00+01:00",
+        dt.datetime(9999, 12, 31, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=-1))),
+    ],
+    ids=["year 1 at +01:00", "its ISO string", "year 9999 at -01:00"],
+)
+def test_a_timestamp_outside_datetime_s_range_in_utc_is_an_invalid_timestamp(timestamp):
+    with pytest.raises(EventError) as info:
+        build(timestamp=timestamp)
+    assert info.value.reason == "invalid_timestamp"
+
+
 def test_integer_user_id_becomes_string_and_long_ids_are_refused():
     assert build(user_id=42).user_id == "42"
     with pytest.raises(EventError):

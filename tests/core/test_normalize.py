@@ -82,6 +82,37 @@ def test_cyclic_structure_is_cut_not_recursed():
     assert drops == [("c.self", "cyclic reference")]
 
 
+@dataclasses.dataclass
+class Node:
+    name: str
+    parent: Node | None = None
+
+
+def test_a_cycle_through_a_dataclass_is_cut_like_one_through_a_dict():
+    root = Node("root")
+    root.parent = root
+    result, drops = run({"node": root, "ok": 1})
+    assert result == {"node": {"name": "root"}, "ok": 1}
+    assert drops == [("node.parent", "cyclic reference")]
+
+
+@pytest.mark.parametrize(
+    "props",
+    [{"s": "caf\ud800"}, {"caf\udc00": "x"}, {"s": ["caf\ud800"]}],
+    ids=["flat value", "flat key", "nested value"],
+)
+def test_a_lone_surrogate_refuses_the_event_flat_or_nested(props):
+    # No provider can encode it as UTF-8; refused here, not dropped later at every provider.
+    with pytest.raises(EventError) as info:
+        run(props)
+    assert info.value.reason == "invalid_properties"
+
+
+def test_non_ascii_text_that_encodes_takes_the_flat_path_unchanged():
+    props = {"città": "Zürich 🚲", "n": 1}
+    assert run(props) == (props, [])
+
+
 def test_depth_over_limit_refuses_the_event():
     deep: dict = {}
     node = deep
