@@ -37,6 +37,7 @@ from .api import record_request_event
 from .capture_options import SECRET_WORDS, CaptureOptions, _checked, _is_async, looks_secret
 from .context import RequestContext
 from .errors import ConfigurationError
+from .events import clean_id
 from .identity import (
     _ID_BYTES,
     MAX_ID_LENGTH,
@@ -361,12 +362,14 @@ class Capture:
                 set_cookie = self._cookies.header(anonymous_id, secure=secure)
 
             path = path[:_MAX_PATH]
-            user_id = _hook("user_id", self._user_id, request, None) if self._user_id is not None else None
+            user_id: str | None = None
+            if self._user_id is not None:
+                user_id = _hook("user_id", self._user_id, request, None, _user_id_of)
             # Only what the hooks and track() need now; the properties are built on the dispatcher
             # thread from ``seen`` (see ``properties``).
             state = RequestState(
                 anonymous_id,
-                None if user_id is None else str(user_id),
+                user_id,
                 (
                     method,
                     path,
@@ -424,7 +427,7 @@ class Capture:
                 return
             route = state._route
             if not route and self._route is not None:
-                route = _hook("route", self._route, request, None)
+                route = _hook("route", self._route, request, None, _route_of)
             ended = _perf() if state.ended is None else state.ended
             # A snapshot, not the state: the app may still change the state (a disconnect seen after
             # the response, a background task) while the dispatcher reads it.
@@ -445,6 +448,9 @@ class Capture:
             # Only scheme, host and path: a referrer's query string may carry another site's secrets.
             if "?" in referrer or "#" in referrer:
                 referrer = referrer.partition("?")[0].partition("#")[0]
+            # Nor its user:password@. Rare: most referrers pay for this one scan only.
+            if "@" in referrer:
+                referrer = _without_userinfo(referrer)
             props["referrer"] = referrer[:_MAX_REFERRER]
         if query_string and ("utm_" in query_string or self._query_keys):
             self._query_props(query_string, props)
@@ -560,8 +566,16 @@ def _read_route(request: Any) -> str | None:
     return None
 
 
-def _hook(where: str, hook: Callable[[Any], Any], request: Any, default: Any) -> Any:
-    """Run a user hook; its failure costs the request nothing but its answer (``default``)."""
+def _hook(
+    where: str,
+    hook: Callable[[Any], Any],
+    request: Any,
+    default: Any,
+    check: Callable[[Any], Any] | None = None,
+) -> Any:
+    """Run a user hook; its failure costs the request nothing but its answer (``default``). ``check``
+    turns an answer other than ``None`` into the value used, raising for one that cannot be used: that
+    counts as the hook's failure, as a hook raising does."""
     try:
         answer = hook(request)
         if hasattr(answer, "__await__"):  # async hooks are refused at start-up; one wrapped slipped by
@@ -569,10 +583,41 @@ def _hook(where: str, hook: Callable[[Any], Any], request: Any, default: Any) ->
             if close is not None:  # no "coroutine was never awaited" warning
                 close()
             raise TypeError(f"the {where} hook returned an awaitable; hooks here must be plain functions")
+        if check is not None and answer is not None:
+            answer = check(answer)
         return answer
     except Exception as exc:
         _failed(where, exc)
         return default
+
+
+def _user_id_of(answer: object) -> str | None:
+    """A ``user_id_resolver`` answer as the request's user id: ``str()`` of it (an int, a UUID), then
+    checked as ``identify()`` checks an id. An id no event can carry (over 255 characters) would have
+    every event of the request refused; refused here instead, the request keeps its anonymous id."""
+    return clean_id(str(answer), "user_id")
+
+
+def _route_of(answer: object) -> str:
+    """A ``route_resolver`` answer as the event's ``route``: a str, bounded as the path is. Anything
+    else (werkzeug's ``Rule``, say) is refused here: as a property no provider could encode it, and the
+    whole event would be lost. Slicing also makes a str subclass (a str enum) a plain str: its value."""
+    if not isinstance(answer, str):
+        raise TypeError(f"the route hook returned {type(answer).__name__}, not a str")
+    return answer[:_MAX_PATH]
+
+
+def _without_userinfo(referrer: str) -> str:
+    """``referrer`` without the ``user:password@`` of its authority: the event keeps scheme, host and
+    path only. An ``@`` further on (``https://example.org/@someone``) is the path's and stays."""
+    head, slashes, rest = referrer.partition("//")
+    # Only "scheme://host" or "//host" starts an authority, not a "//" inside a relative path.
+    if not slashes or "/" in head or (head and not head.endswith(":")):
+        return referrer
+    authority, slash, path = rest.partition("/")
+    if "@" not in authority:
+        return referrer
+    return head + slashes + authority.rpartition("@")[2] + slash + path
 
 
 _errors: Counter[str] = Counter()

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import base64
+import enum
 import functools
 import gc
+import uuid
 import warnings
 
 import pytest
 from capture_helpers import request_events
+from werkzeug.routing import Map, Rule
+from werkzeug.test import Client
+from werkzeug.wrappers import Request, Response
 
 import evmiddleware
 from evmiddleware import capture as capture_module
@@ -16,6 +21,7 @@ from evmiddleware import context
 from evmiddleware.capture import Capture, CaptureOptions, looks_secret
 from evmiddleware.context import RequestContext
 from evmiddleware.errors import ConfigurationError
+from evmiddleware.wsgi import EventMiddleware
 
 UA = "Mozilla/5.0 (test)"
 
@@ -54,6 +60,24 @@ def test_one_event_with_the_documented_properties(tracked, clock):
         "utm_medium": "mail",
         "utm_campaign": "spring sale",
     }
+
+
+@pytest.mark.parametrize(
+    ("referer", "referrer"),
+    [
+        ("https://alice:hunter2@intranet.example.com/admin?x=1#top", "https://intranet.example.com/admin"),
+        ("https://alice@example.com", "https://example.com"),
+        ("https://a:b@c@example.com:8443/p", "https://example.com:8443/p"),  # the last @ ends userinfo
+        ("//bob:pw@example.com/x", "//example.com/x"),
+        ("https://example.org/@someone/post", "https://example.org/@someone/post"),  # the path's @
+        ("https://example.org/p?next=a@b.example", "https://example.org/p"),
+        ("/relative//x@y", "/relative//x@y"),  # no authority to strip
+    ],
+)
+def test_the_referrer_keeps_no_userinfo(tracked, referer, referrer):
+    capture = Capture()
+    capture.finish(start(capture, referer=referer), 200)
+    assert request_events(tracked)[0].properties["referrer"] == referrer
 
 
 def test_finish_records_once(tracked):
@@ -229,6 +253,75 @@ def test_user_id_resolver_and_route_resolver(tracked):
     (event,) = request_events(tracked)
     assert event.user_id == "42"
     assert event.properties["route"] == "/items/{id}"
+
+
+_rules = Map([Rule("/items/<int:item_id>", endpoint="item")])
+
+
+@Request.application
+def _rule_app(request):
+    # What Flask keeps as ``request.url_rule``: werkzeug's Rule object, a tempting route_resolver answer.
+    rule, _ = _rules.bind_to_environ(request.environ).match(return_rule=True)
+    request.environ["example.rule"] = rule
+    return Response("item")
+
+
+def test_a_route_resolver_answer_that_is_not_a_str_is_a_hook_failure(tracked, sink):
+    # A Rule as the route property would pass admission, then fail to encode in every provider: the
+    # whole event lost, and nothing counted here. Refused, the event keeps the raw path.
+    app = EventMiddleware(_rule_app, route_resolver=lambda environ: environ.get("example.rule"))
+    assert Client(app).get("/items/7", buffered=True).text == "item"
+    (event,) = request_events(tracked)
+    assert event.properties["route"] == "/items/7"
+    assert capture_module.errors() == {"route": 1}
+    capture_module.reset_errors()
+    evmiddleware.flush(timeout=5)
+    assert [e.properties["route"] for e in sink.events] == ["/items/7"]
+
+
+class _Route(str, enum.Enum):
+    ITEM = "/items/{item_id}"
+
+
+@pytest.mark.parametrize(
+    ("answer", "route"),
+    [
+        (_Route.ITEM, "/items/{item_id}"),  # a str subclass: its value, as a plain str
+        ("/r/" + "x" * 5000, "/r/" + "x" * 2045),  # bounded as the path is
+    ],
+)
+def test_a_route_resolver_answer_is_recorded_as_a_plain_bounded_str(tracked, answer, route):
+    capture = Capture(route_resolver=lambda request: answer)
+    capture.finish(start(capture, "/items/7"), 200)
+    recorded = request_events(tracked)[0].properties["route"]
+    assert type(recorded) is str and recorded == route
+
+
+def _tracking_app(environ, start_response):
+    evmiddleware.track("page_viewed")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "user_id", "failures"),
+    [
+        ("u" * 256, None, {"user_id": 1}),  # no event could carry it: refused, the request stays anonymous
+        (" ", None, {}),  # blank: no user, as identify() reads it
+        (" u-7 ", "u-7", {}),
+        (uuid.UUID(int=7), "00000000-0000-0000-0000-000000000007", {}),  # str() of it, as ever
+    ],
+)
+def test_a_user_id_resolver_answer_is_checked_as_identify_checks_an_id(tracked, answer, user_id, failures):
+    # Unchecked, an over-long id had every event of the request refused (invalid_id).
+    app = EventMiddleware(_tracking_app, user_id_resolver=lambda environ: answer)
+    client = Client(app)
+    client.set_cookie("ev_anon_id", "visitor-1")
+    client.get("/", buffered=True)
+    events = [(e.name, e.anonymous_id, e.user_id) for e in tracked]
+    assert events == [("page_viewed", "visitor-1", user_id), ("http_request", "visitor-1", user_id)]
+    assert capture_module.errors() == failures
+    capture_module.reset_errors()
 
 
 def test_route_and_user_id_set_on_the_state_win(tracked):
