@@ -160,24 +160,24 @@ def _convert_dataclass(
 ) -> JSONValue:
     """A dataclass instance as the dict of its fields. The instance itself is what may come round
     again (``node.parent.child``), not the new dict: it is what the cycle check must know."""
-    marker = id(value)
-    if marker in seen:
-        on_drop(path, "cyclic reference")
-        return _DROP
-    seen.add(marker)
-    try:
-        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-        return _convert_container(fields, path, depth, max_depth, on_drop, seen)
-    finally:
-        seen.discard(marker)
+    fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    return _convert_container(fields, path, depth, max_depth, on_drop, seen, marker=id(value))
 
 
 def _convert_container(
-    value: Any, path: str, depth: int, max_depth: int, on_drop: DropCallback, seen: set[int]
+    value: Any,
+    path: str,
+    depth: int,
+    max_depth: int,
+    on_drop: DropCallback,
+    seen: set[int],
+    marker: int | None = None,
 ) -> JSONValue:
+    """``marker``: the identity to check for cycles, when ``value`` is a stand-in made for this call."""
     if depth > max_depth:
         raise EventError("too_deep", f"properties nest deeper than {max_depth} levels at {path or 'top'}")
-    marker = id(value)
+    if marker is None:
+        marker = id(value)
     if marker in seen:
         on_drop(path, "cyclic reference")
         return _DROP
