@@ -132,6 +132,11 @@ def _check_name(name: object) -> str:
         raise EventError("invalid_name", "event name is empty")
     if len(name) > MAX_NAME_LENGTH:
         raise EventError("invalid_name", f"event name is {len(name)} characters, over {MAX_NAME_LENGTH}")
+    if not name.isascii():
+        try:
+            name.encode()
+        except UnicodeEncodeError:  # a lone surrogate: no provider could be sent it
+            raise EventError("invalid_name", f"event name {name!r} cannot be written as UTF-8") from None
     return name
 
 

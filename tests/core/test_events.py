@@ -35,11 +35,15 @@ def test_event_is_immutable_and_replaceable():
     assert event._replace(name="other").name == "other"
 
 
-@pytest.mark.parametrize("name", ["", "   ", "x" * 256, None, 42])
+@pytest.mark.parametrize("name", ["", "   ", "x" * 256, None, 42, "caf\udcff"])
 def test_bad_names_are_refused(name):
     with pytest.raises(EventError) as info:
         build(name)
     assert info.value.reason == "invalid_name"
+
+
+def test_a_non_ascii_name_that_encodes_is_kept():
+    assert build("café ✓").name == "café ✓"
 
 
 def test_name_is_stripped_and_255_characters_pass():

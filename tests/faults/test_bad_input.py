@@ -289,20 +289,18 @@ def test_hand_picked_structures_names_and_sizes_each_have_a_counted_outcome(sand
     assert stats["providers"]["flywheel"]["skipped"] == {"invalid_name": 4}
 
 
-def test_values_that_pass_the_flat_fast_path_but_cannot_be_encoded_are_dropped_per_provider(sandbox, ledger):
-    """A flat dict of str/int/float/bool/None is not re-encoded on the caller's thread (the hot path):
-    a lone surrogate surfaces when each provider encodes the event, which drops it as
-    ``encode_error``, counted and logged, without touching the events around it. An int past 64 bits
-    leaves the fast path, so one past the 4,300 digits Python writes is refused by track() itself."""
-    assert ledger.bad("flat", {"v": "\ud800"}) is not None
+def test_values_no_provider_could_encode_are_refused_by_track_itself(sandbox, ledger):
+    """A lone surrogate (in a value, a key or the name) cannot be written as UTF-8, and an int past the
+    4,300 digits Python writes cannot be written at all: track() refuses each, counted, even on its
+    fast path for flat dicts, rather than every provider dropping it later as ``encode_error``."""
+    assert ledger.bad("flat", {"v": "\ud800"}) is None
+    assert ledger.bad("flat", {"k\udc00": 1}) is None
     assert ledger.bad("flat", {"v": 10**5000}) is None
-    assert ledger.bad("\udfff", {}) is not None
+    assert ledger.bad("\udfff", {}) is None
     stats = ledger.check(sandbox)
-    assert stats["dropped"] == {"invalid_properties": 1}
+    assert stats["dropped"] == {"invalid_properties": 3, "invalid_name": 1}
     for provider in PROVIDERS:
-        dropped = stats["providers"][provider]["dropped"]
-        skipped = stats["providers"][provider]["skipped"]
-        assert dropped.get("encode_error", 0) + skipped.get("invalid_name", 0) == 2, provider
+        assert stats["providers"][provider]["dropped"] == {}, provider
 
 
 def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
