@@ -65,6 +65,29 @@ def csv_tuple(value: Any) -> tuple[str, ...]:
     return tuple(str(part) for part in value)
 
 
+def local_sink_spec(value: Any) -> str:
+    """``log``, ``jsonl:PATH``, ``memory`` or ``off``: checked whether or not a provider is configured,
+    so a typo fails where it is made, not later in an environment without keys."""
+    text = str(value).strip()
+    kind, colon, argument = text.partition(":")
+    kind = kind.lower()
+    if (kind in ("", "log", "memory", "off") and not colon) or (kind == "jsonl" and argument.strip()):
+        return text
+    raise ValueError(f"{value!r} is not one of log, jsonl:PATH, memory, off")
+
+
+def optional_seconds(value: Any) -> float | None:
+    """A wait in seconds, 0 (no wait) to :data:`MAX_SECONDS`, or ``None`` (the default applies)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a number of seconds")
+    number = float(value)
+    if not 0 <= number <= MAX_SECONDS:  # also false for nan
+        raise ValueError(f"{value!r} must be a number of seconds from 0 to {MAX_SECONDS:.0f}")
+    return number
+
+
 def overflow_policy(value: Any) -> str:
     text = str(value).strip().lower().replace("-", "_")
     if text not in ("drop_newest", "drop_oldest"):

@@ -192,8 +192,10 @@ class Capture:
         if options.flush_timeout is None:
             options = dataclasses.replace(options, flush_timeout=settings.shutdown_timeout)
         self.options = options
-        #: Bound on the flush at lifespan shutdown.
-        self.flush_timeout: float = options.flush_timeout or settings.shutdown_timeout
+        #: Bound on the flush at lifespan shutdown (0: no wait, not the default).
+        self.flush_timeout: float = (
+            settings.shutdown_timeout if options.flush_timeout is None else options.flush_timeout
+        )
         self._event_name = options.event_name.strip()
         self._cookie_name = options.cookie_name
         self.cookie_prefix = options.cookie_name + "="  # of a Set-Cookie value: see sets_cookie

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ._parse import csv_tuple
+from ._parse import csv_tuple, optional_seconds, parse_bool
 from .errors import ConfigurationError
 from .identity import BROWSER_ID_COOKIES, CookieWriter, check_cookie_name
 
@@ -37,6 +37,9 @@ _NAME_LISTS = (
     "capture_headers",
     "capture_query_params",
 )
+
+
+_SWITCHES = ("respect_dnt", "capture_ip", "install_signal_handler")
 
 
 def _names(value: Any) -> tuple[str, ...]:
@@ -96,6 +99,12 @@ class CaptureOptions:
             object.__setattr__(self, "sample_rate", float(self.sample_rate))
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"exclude_status_codes or sample_rate: {exc}") from None
+        # Flask's app.config and Django's settings may hold these as strings ("false" is true as is).
+        for name in _SWITCHES:
+            object.__setattr__(self, name, _checked(name, parse_bool, getattr(self, name)))
+        object.__setattr__(
+            self, "flush_timeout", _checked("flush_timeout", optional_seconds, self.flush_timeout)
+        )
         if not isinstance(self.event_name, str) or not 0 < len(self.event_name.strip()) <= 255:
             raise ConfigurationError(f"event_name: {self.event_name!r} is not a usable event name")
         if not 0.0 <= self.sample_rate <= 1.0:

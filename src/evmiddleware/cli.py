@@ -55,14 +55,15 @@ def _check(_: argparse.Namespace) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     if settings.disabled:
-        print("tracking is disabled (EVMIDDLEWARE_DISABLED)")
+        print("tracking is disabled (EVMIDDLEWARE_DISABLED): nothing would be sent; once enabled,")
     print("events would be sent to:")
     for provider in settings.providers:
         limits = provider.limits
         rate = ", ".join(f"{n} per {w:g} s" for n, w in limits.rate) or "no published rate limit"
         print(f"  {provider.describe()}  [≤ {limits.max_events} events/request, {rate}]")
     if not settings.providers:
-        print("  nowhere (local_sink=off): events are dropped and counted")
+        # An explicit choice to discard: tracking is off, as with EVMIDDLEWARE_DISABLED.
+        print("  nowhere (local_sink=off): events are discarded, not counted")
     print(
         f"flush every {settings.flush_interval:g} s; at most {settings.max_queue} queued events per provider "
         f"({settings.overflow}); spool: {settings.spool or 'off'}"

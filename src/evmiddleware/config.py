@@ -15,6 +15,7 @@ from typing import Any
 from ._parse import (
     check_base_url,
     csv_tuple,
+    local_sink_spec,
     optional_str,
     overflow_policy,
     parse_bool,
@@ -36,7 +37,7 @@ _CORE: dict[str, Callable[[Any], Any]] = {
     "max_queue": queue_size,
     "overflow": overflow_policy,
     "exclude_paths": csv_tuple,
-    "local_sink": str,
+    "local_sink": local_sink_spec,
     "spool": optional_str,
     "spool_interval": positive_float,
     "spool_lease": positive_float,

@@ -148,6 +148,34 @@ def test_options_accept_lists_and_comma_separated_strings():
     assert CaptureOptions(adopt_cookies=False).adopt_cookies == ()
 
 
+@pytest.mark.parametrize("off", [False, "false", "0", "no", "off", ""])
+def test_switches_given_as_strings_mean_what_they_say(tracked, off):
+    # Flask's app.config and Django's settings may hold "false": as a truth value it was on, and the
+    # visitor's IP address went to every provider.
+    capture = Capture(capture_ip=off, respect_dnt=off)
+    state = capture.start("GET", "http", "/", "", {"dnt": "1"}, "203.0.113.7")
+    assert state is not None  # DNT not respected
+    capture.finish(state, 200)
+    assert "ip" not in request_events(tracked)[0].properties
+    on = CaptureOptions(capture_ip="true", respect_dnt="1", install_signal_handler="no")
+    assert (on.capture_ip, on.respect_dnt, on.install_signal_handler) == (True, True, False)
+
+
+@pytest.mark.parametrize("name", ["capture_ip", "respect_dnt", "install_signal_handler"])
+def test_a_switch_that_is_not_a_boolean_is_refused(name):
+    with pytest.raises(ConfigurationError, match=name):
+        CaptureOptions(**{name: "sometimes"})
+
+
+def test_flush_timeout_is_a_number_of_seconds_and_0_means_no_wait():
+    assert CaptureOptions(flush_timeout="2").flush_timeout == 2.0
+    assert Capture(flush_timeout=0).flush_timeout == 0.0  # it became the 5 s default
+    assert Capture().flush_timeout == evmiddleware.config.Settings().shutdown_timeout
+    for bad in ("soon", float("nan"), -1, float("inf"), True):
+        with pytest.raises(ConfigurationError, match="flush_timeout"):
+            CaptureOptions(flush_timeout=bad)
+
+
 def test_exclude_paths_default_to_the_configured_setting(monkeypatch):
     evmiddleware.configure(providers=[], exclude_paths="/health,/static", local_sink="memory")
     capture = Capture()

@@ -94,3 +94,37 @@ def test_a_malformed_base_url_with_credentials_keeps_them_out_of_the_message():
     with pytest.raises(ConfigurationError) as caught:
         load_settings({"flokit_api_key": "k", "flokit_url": "https://user:s3cret@[zz]/"}, {})
     assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("spec", ["jsonl", "jsonl:", "jsnl:/tmp/x.jsonl", "memory:x", "stdout"])
+def test_local_sink_is_checked_even_when_a_provider_is_configured(spec):
+    # It was checked only without a provider: a typo surfaced later, in an environment without keys.
+    with pytest.raises(ConfigurationError, match="local_sink"):
+        load_settings({"local_sink": spec, "flokit_api_key": "k"}, {})
+    with pytest.raises(ConfigurationError, match="LOCAL_SINK"):
+        load_settings({}, {"EVMIDDLEWARE_LOCAL_SINK": spec, "EVMIDDLEWARE_FLOKIT_API_KEY": "k"})
+
+
+@pytest.mark.parametrize("spec", ["log", " LOG ", "memory", "off", "jsonl:events.jsonl", ""])
+def test_every_documented_local_sink_is_accepted(spec):
+    assert load_settings({"local_sink": spec, "flokit_api_key": "k"}, {}).local_sink == spec.strip()
+
+
+def test_check_says_a_local_sink_of_off_discards_events_and_counts_nothing(capsys, monkeypatch):
+    from evmiddleware import cli
+
+    monkeypatch.setenv("EVMIDDLEWARE_LOCAL_SINK", "off")
+    assert cli.main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "events are discarded, not counted" in out
+    evmiddleware.configure()
+    assert evmiddleware.track("e", user_id="u") is None
+    assert evmiddleware.stats()["dropped"] == {}  # as check says
+
+
+def test_check_says_nothing_would_be_sent_while_disabled(capsys, monkeypatch):
+    from evmiddleware import cli
+
+    monkeypatch.setenv("EVMIDDLEWARE_DISABLED", "1")
+    assert cli.main(["check"]) == 0
+    assert "nothing would be sent" in capsys.readouterr().out
