@@ -141,6 +141,8 @@ def _run_event_tracked(event: Event, max_depth: int, max_bytes: int) -> Event | 
     one that adds a tag must both have their way. Properties a receiver replaced are made JSON-safe
     again, as ``track()`` made the caller's.
     """
+    if event_tracked.is_muted:  # blinker's muted(): as notify() does
+        return event
     for receiver in event_tracked.receivers_for(None):
         result = call_receiver(event_tracked, receiver, {"event": event})
         if result is False:
