@@ -40,6 +40,9 @@ __all__ = ["STATE_KEY", "EventMiddleware"]
 STATE_KEY = "evmiddleware.state"
 #: The scope's ``root_path`` where the middleware took the request (absent when empty).
 _ROOT_PATH_KEY = "evmiddleware.root_path"
+#: Set in a ``lifespan`` scope by the outermost copy of the middleware, which flushes at shutdown: an
+#: inner copy hands lifespan straight to its app, so a stop waits for one flush, not one per copy.
+_LIFESPAN_KEY = "evmiddleware.lifespan"
 
 _BODY = ("http.response.body", "http.response.zerocopysend")
 _templates: dict[str, str] = {}
@@ -80,16 +83,21 @@ class EventMiddleware:
             scope[_ROOT_PATH_KEY] = root_path
         trailers = False
         started_in: object = None  # the code of the coroutine the server's send returned for the start
+        # Set when the app hands over the response's last message, before the server's send is
+        # awaited: whatever awaits after that message is delivered (an outer middleware's send that
+        # logs after passing it on, a server's send that yields after completing it) lets the app's
+        # disconnect listener read the http.disconnect that only says the response is complete.
+        last_sent = False
 
         # A plain function that hands back the server's awaitable: a coroutine of our own (a frame to
         # build and run per message) only for the last message, which has work left after it.
         def send_tracked(message: Message) -> Awaitable[None]:
-            nonlocal trailers, started_in
+            nonlocal trailers, started_in, last_sent
             kind = message["type"]
             if kind == "http.response.start":
                 state.status = message.get("status")
                 trailers = message.get("trailers", False)
-                if cookie is not None:
+                if cookie is not None:  # never raises: a failure leaves the app's message as it is
                     message = _with_cookie(message, cookie, self.capture.cookie_prefix_bytes)
                 sending = send(message)
                 started_in = getattr(sending, "cr_code", None)  # see _client_left
@@ -102,13 +110,16 @@ class EventMiddleware:
                     return send(message)
             elif kind != "http.response.pathsend":
                 return send(message)
+            last_sent = True
             return self._send_last(send, message, state, scope, root_path)
 
         async def receive_tracked() -> Message:
             message = await receive()
-            # After the last byte (a 5xx waits there for the app's exception) the disconnect is the
-            # server's note that the response is complete, which Starlette's streaming listens for.
-            if message["type"] == "http.disconnect" and state.ended is None:
+            # Once the last message is on its way (a 5xx then waits for the app's exception) the
+            # disconnect is the server's note that the response is complete, which Starlette's
+            # streaming and Django's handler listen for. A client that leaves during that send makes
+            # the server's send raise OSError (ASGI spec 2.4): the exception path records it.
+            if message["type"] == "http.disconnect" and not last_sent:
                 state.disconnected = True
             return message
 
@@ -159,20 +170,56 @@ class EventMiddleware:
         self.capture.finish(state, error=error)
 
     async def _not_tracked(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
-        """Other scopes untouched; lifespan with the shutdown flush; a request an outer copy took."""
-        if scope["type"] == "lifespan":
+        """Other scopes untouched; lifespan with the shutdown flush (once, by the outermost copy: see
+        ``_LIFESPAN_KEY``); a request an outer copy took."""
+        if scope["type"] == "lifespan" and _LIFESPAN_KEY not in scope:
+            scope[_LIFESPAN_KEY] = True
             await run_lifespan(self.app, scope, receive, send, self.capture.flush_timeout)
         else:
+            # An app below an outer copy that does not speak lifespan raises or returns here, and the
+            # outer copy's run_lifespan speaks it instead.
             await self.app(scope, receive, send)
 
 
 def _with_cookie(message: Message, cookie: tuple[bytes, bytes], prefix: bytes) -> Message:
     """The response start with the visitor's cookie added, unless the app set that cookie itself. A new
-    dict (the app may reuse its message) and the headers read once (ASGI allows any iterable)."""
-    headers = list(message.get("headers", ()))
-    if not sets_cookie(headers, b"set-cookie", prefix):
-        headers.append(cookie)
+    dict (the app may reuse its message) and the headers read once (ASGI allows any iterable).
+
+    Never raises: this runs inside the app's ``send``, and a failure here would turn the response into
+    a 500. A header the check cannot read is counted as a capture failure and the app's headers go
+    to the server as they are, without our cookie."""
+    headers: list[Any] | None = None
+    try:
+        headers = list(message.get("headers", ()))
+        if not sets_cookie(_as_bytes(headers), b"set-cookie", prefix):
+            headers.append(cookie)
+    except Exception as exc:
+        _failed("asgi_cookie", exc)
+        if headers is None:  # the app's own message: the server reports what is wrong with it
+            return message
     return {**message, "headers": headers}
+
+
+def _as_bytes(headers: list[Any]) -> Iterator[tuple[bytes, bytes]]:
+    """The headers the cookie check can compare, as bytes. ASGI says bytes, but h11-based servers
+    (uvicorn's default) also serve str names and values: those are compared as the latin-1 they are
+    sent as, so an app's own str ``Set-Cookie`` of the visitor's cookie still wins over ours. Values of
+    any other type cannot be that cookie and are skipped."""
+    for name, value in headers:
+        if type(name) is bytes and type(value) is bytes:  # the common case: no calls
+            yield name, value
+            continue
+        raw_name, raw_value = _bytes_of(name), _bytes_of(value)
+        if raw_name is not None and raw_value is not None:
+            yield raw_name, raw_value
+
+
+def _bytes_of(text: object) -> bytes | None:
+    if isinstance(text, bytes):
+        return text
+    if isinstance(text, str):
+        return text.encode("latin-1", "replace")
+    return bytes(text) if isinstance(text, bytearray) else None
 
 
 def _take_route(state: RequestState, scope: MutableMapping[str, Any], root_path: str) -> None:

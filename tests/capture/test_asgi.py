@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import evmiddleware
 from evmiddleware import capture as capture_module
+from evmiddleware import lifecycle
 from evmiddleware.asgi import STATE_KEY, EventMiddleware
 from evmiddleware.identity import is_valid_id
 
@@ -270,6 +271,33 @@ def test_starlette_lifespan_passes_through(sink):
         assert client.get("/").text == "ok"
     assert events == ["startup", "shutdown"]
     assert [e.name for e in sink.events] == ["http_request"]  # delivered by the shutdown flush
+
+
+@pytest.mark.parametrize("app_lifespan", ["speaks it", "raises", "returns"])
+def test_a_doubly_wrapped_app_flushes_once_at_shutdown(sink, monkeypatch, app_lifespan):
+    # Each copy ran the lifespan with its own flush: a stop waited up to one flush_timeout per copy.
+    flushes = []
+
+    async def flush(timeout):
+        flushes.append(timeout)
+
+    monkeypatch.setattr(lifecycle, "flush_off_loop", flush)
+    driver = LifespanDriver(sink)
+
+    async def app(scope, receive, send):
+        if app_lifespan == "raises":  # like Django's ASGI handler
+            raise ValueError("only http")
+        if app_lifespan == "speaks it":
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+
+    inner = EventMiddleware(app, flush_timeout=1.0, install_signal_handler=False)
+    outer = EventMiddleware(inner, flush_timeout=2.0, install_signal_handler=False)
+    asyncio.run(outer({"type": "lifespan"}, driver.receive, driver.send))
+    assert driver.sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert flushes == [2.0]  # the outermost copy's, once
 
 
 # -- Starlette and FastAPI ----------------------------------------------------------------------
@@ -737,6 +765,52 @@ def test_a_streamed_response_sent_whole_is_not_a_disconnect_whatever_its_status(
     assert [e.properties.get("disconnected") for e in events] == [None] * 5
 
 
+@pytest.mark.parametrize("status", [200, 503])
+@pytest.mark.parametrize("yields_after_the_last_send", ["an outer middleware", "the server"])
+def test_a_response_delivered_whole_is_not_a_disconnect_when_its_last_send_yields(
+    tracked, status, yields_after_the_last_send
+):
+    # Like uvicorn, the server answers receive() with http.disconnect once the response is complete.
+    # Anything that awaits after the last message was handed on (an outer middleware's send logging
+    # asynchronously, a server's send) let Starlette's listener read it before the middleware's send
+    # returned, and the response was recorded as disconnected (the listener then cancels that send).
+    sent = []
+
+    async def report(request):
+        return StreamingResponse(iter([b"partial,", b"done"]), status_code=status)
+
+    inner = EventMiddleware(Starlette(routes=[Route("/report", report)]))
+
+    async def serve():
+        complete = asyncio.Event()
+
+        async def receive():
+            await complete.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                complete.set()
+                if yields_after_the_last_send == "the server":
+                    await asyncio.sleep(0)
+
+        async def logging_send(message):
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                await asyncio.sleep(0)  # an async log sink
+
+        outer_send = logging_send if yields_after_the_last_send == "an outer middleware" else send
+        await inner(http_scope("/report"), receive, outer_send)
+
+    asyncio.run(serve())
+    assert b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body") == b"partial,done"
+    (event,) = request_events(tracked)
+    assert event.properties["status_code"] == status
+    assert "disconnected" not in event.properties
+    assert "error_type" not in event.properties
+
+
 class _SendObject:
     """An outer middleware's ``send`` that is an object, not a function."""
 
@@ -862,6 +936,48 @@ def test_an_app_that_sets_the_visitors_cookie_itself_keeps_its_value():
     other = (b"set-cookie", b"theme=dark")
     result = run_asgi(EventMiddleware(make_raw_app(headers=[other])), http_scope("/"))
     assert [value.split("=")[0] for value in result.set_cookies] == ["theme", "ev_anon_id"]
+
+
+def test_an_apps_str_header_values_are_served_with_the_visitors_cookie(tracked):
+    # Outside the ASGI spec (bytes), but h11-based uvicorn serves them: the cookie check raised
+    # TypeError inside send, and every new visitor got a 500.
+    headers = [(b"content-type", b"text/plain"), (b"set-cookie", "session=abc; Path=/")]
+    plain = run_asgi(make_raw_app(headers=headers), http_scope())
+    wrapped = run_asgi(EventMiddleware(make_raw_app(headers=headers)), http_scope())
+    assert wrapped.headers[:-1] == plain.headers == headers
+    assert wrapped.headers[-1][0] == b"set-cookie" and wrapped.headers[-1][1].startswith(b"ev_anon_id=")
+    assert wrapped.messages[1:] == plain.messages[1:]
+    # The visitor's cookie set by the app as str still wins, as it does as bytes.
+    own = [("set-cookie", "ev_anon_id=known-visitor; Path=/")]
+    assert run_asgi(EventMiddleware(make_raw_app(headers=own)), http_scope()).headers == own
+    assert len(request_events(tracked)) == 2
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [[(b"content-type", b"text/plain"), (b"x-a",)], [(b"x-a", b"1", b"2")], [42], 42],
+    ids=["short pair", "long pair", "not a pair", "not iterable"],
+)
+def test_headers_the_cookie_check_cannot_read_reach_the_server_as_the_app_sent_them(tracked, headers):
+    # A failure inside tracking is counted and the response is the app's: what the server makes of
+    # such headers is its own business, as without the middleware.
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def served(app):  # not run_asgi: its result reads the headers
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(app(http_scope(), _receive, send))
+        return sent
+
+    assert served(EventMiddleware(app)) == served(app)
+    assert capture_module.errors() == {"asgi_cookie": 1}
+    capture_module.reset_errors()
+    assert [e.properties["status_code"] for e in request_events(tracked)] == [200]
 
 
 def test_response_headers_given_as_an_iterator_all_reach_the_server():

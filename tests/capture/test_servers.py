@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -119,6 +120,56 @@ def test_uvicorn_reraised_sigterm_reaches_the_handler_installed_before_it(tmp_pa
     responses, code = run_and_stop([sys.executable, "served_apps.py", str(port)], port, sink, ["/"] * N)
     check(responses, sink)
     assert code == -signal.SIGTERM  # delivered, then the signal took its course
+
+
+def make_behind_an_async_access_log() -> Any:
+    """uvicorn ``--factory``: a Starlette app with the middleware, below an outer middleware whose send
+    awaits after handing on each response's last message (an async access log). ``/str-cookie/`` is a
+    bare app whose own Set-Cookie value is a str, which h11 serves."""
+    import asyncio
+
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Mount, Route
+
+    from evmiddleware.asgi import EventMiddleware
+
+    async def report(request: Any) -> StreamingResponse:
+        return StreamingResponse(iter([b"partial,", b"done"]))
+
+    async def str_cookie(scope: Any, receive: Any, send: Any) -> None:
+        headers = [(b"content-type", b"text/plain"), (b"set-cookie", "session=abc; Path=/")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    app = EventMiddleware(Starlette(routes=[Route("/report", report), Mount("/str-cookie", str_cookie)]))
+
+    async def access_log(scope: Any, receive: Any, send: Any) -> None:
+        async def logging_send(message: Any) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                await asyncio.sleep(0)  # an async log sink
+
+        await app(scope, receive, logging_send)
+
+    return access_log
+
+
+def test_uvicorn_responses_behind_an_async_outer_send_are_whole_and_recorded_so(tmp_path):
+    # uvicorn answers receive() with http.disconnect once a response is complete; the outer send's
+    # await let Starlette's listener read it first, and every streamed response was recorded as
+    # disconnected. A str Set-Cookie value raised TypeError in the middleware: a 500 for new visitors.
+    pytest.importorskip("uvicorn")
+    sink, port = tmp_path / "events.jsonl", free_port()
+    command = uvicorn_command("test_servers:make_behind_an_async_access_log", port, "on")
+    responses, _ = run_and_stop(command, port, sink, ["/str-cookie/"] + ["/report"] * N)
+    assert [response.status_code for response in responses] == [200] * (N + 1)
+    assert [response.text for response in responses] == ["ok"] + ["partial,done"] * N
+    set_cookies = responses[0].headers.get_list("set-cookie")  # a new visitor: the app's, then ours
+    assert [value.split("=")[0] for value in set_cookies] == ["session", "ev_anon_id"]
+    events = [event for event in delivered(sink) if event["name"] == "http_request"]
+    assert len(events) == N + 1
+    assert [event["properties"].get("disconnected") for event in events] == [None] * (N + 1)
 
 
 def test_gunicorn_workers_deliver_at_exit(tmp_path):
