@@ -9,6 +9,10 @@
 | ``evmiddleware.E005`` | any other invalid value, in ``EVMIDDLEWARE`` or the environment |
 | ``evmiddleware.E006`` | ``EventMiddleware`` before ``AuthenticationMiddleware``, with the user id wanted |
 | ``evmiddleware.W001`` | ``EventMiddleware`` after ``FetchFromCacheMiddleware``: cached pages go untracked |
+
+A setting that holds pipeline settings (provider keys, ``LOCAL_SINK``, …) is applied when Django
+starts (the app's ``ready()``): an invalid one raises ``ConfigurationError`` there, before any check
+runs. These checks report the rest: the middleware's own options, and the environment's values.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """``settings.EVMIDDLEWARE``: read once (at app ready, again only when the setting changes) into a
-frozen :class:`DjangoConfig`, over the environment.
+frozen :class:`DjangoConfig`, over the environment. Its pipeline settings are applied with
+``evmiddleware.configure()`` at app ready too (:func:`apply_pipeline`), so that management commands,
+workers and scripts that never serve a request deliver where the settings say.
 
 Keys are the upper-case names of :func:`evmiddleware.configure`'s settings (``FLOKIT_API_KEY``,
 ``FLUSH_INTERVAL``, …), of :class:`~evmiddleware.capture.CaptureOptions` (``EXCLUDE_PATHS``,
@@ -23,7 +25,17 @@ from evmiddleware.config import Settings, parse_bool
 from evmiddleware.errors import ConfigurationError
 from evmiddleware.providers import REGISTRY
 
-__all__ = ["SETTING", "DjangoConfig", "capture", "config", "known_keys", "read", "reset"]
+__all__ = [
+    "SETTING",
+    "DjangoConfig",
+    "apply_pipeline",
+    "capture",
+    "config",
+    "known_keys",
+    "names_pipeline",
+    "read",
+    "reset",
+]
 
 SETTING = "EVMIDDLEWARE"
 
@@ -87,6 +99,12 @@ def read(raw: object) -> DjangoConfig:
     return DjangoConfig(options, pipeline, **own)
 
 
+def names_pipeline(raw: object) -> bool:
+    """Whether a value of ``settings.EVMIDDLEWARE`` holds any pipeline setting (what ``configure()``
+    takes: provider keys, ``LOCAL_SINK``, ``SPOOL``, …), valid or not."""
+    return isinstance(raw, Mapping) and any(isinstance(key, str) and key.lower() in _PIPELINE for key in raw)
+
+
 def _imported(key: str, path: str) -> Any:
     try:
         return import_string(path)
@@ -97,26 +115,52 @@ def _imported(key: str, path: str) -> Any:
 _lock = threading.Lock()
 _config: DjangoConfig | None = None
 _capture: Capture | None = None
+#: Whether the pipeline settings of ``_config``'s reading went to ``configure()`` (or it has none).
+_applied = False
 
 
 def config() -> DjangoConfig:
     """The configuration from the current settings, parsed once."""
-    global _config
     with _lock:
-        if _config is None:
-            _config = read(getattr(settings, SETTING, None))
-        return _config
+        return _read_once()
+
+
+def _read_once() -> DjangoConfig:
+    """``config()``, the lock held."""
+    global _config
+    if _config is None:
+        _config = read(getattr(settings, SETTING, None))
+    return _config
+
+
+def apply_pipeline() -> DjangoConfig:
+    """The configuration, its pipeline settings applied with ``evmiddleware.configure()`` once per
+    reading of the setting: at app ready (``EvMiddlewareConfig.ready``), else at the first middleware's
+    creation; again only after the setting changed (``override_settings``). Never twice for one
+    reading: a second ``configure()`` would replace the pipeline (the runtime, its queues), and with
+    it whatever the process configured since. Raises :class:`ConfigurationError` for a bad value."""
+    with _lock:
+        return _applied_once()
+
+
+def _applied_once() -> DjangoConfig:
+    """``apply_pipeline()``, the lock held."""
+    global _applied
+    current = _read_once()
+    if not _applied:
+        if current.pipeline:
+            evmiddleware.configure(**current.pipeline)
+        _applied = True
+    return current
 
 
 def capture() -> Capture:
-    """The process's one :class:`Capture` for Django, built at the first middleware's creation:
-    pipeline settings from ``EVMIDDLEWARE`` are applied first (``evmiddleware.configure``)."""
+    """The process's one :class:`Capture` for Django, built at the first middleware's creation, after
+    the pipeline settings from ``EVMIDDLEWARE`` were applied (:func:`apply_pipeline`)."""
     global _capture
-    current = config()
     with _lock:
+        current = _applied_once()
         if _capture is None:
-            if current.pipeline:
-                evmiddleware.configure(**current.pipeline)
             # The middleware runs the user id resolver itself (once, and off the event loop on the
             # async path), so the Capture never calls it.
             _capture = Capture(dataclasses.replace(current.options, user_id_resolver=None))
@@ -124,8 +168,10 @@ def capture() -> Capture:
 
 
 def reset(**kwargs: Any) -> None:
-    """Forget the parsed setting (connected to ``setting_changed``: ``override_settings`` in tests)."""
-    global _config, _capture
+    """Forget the parsed setting (connected to ``setting_changed``: ``override_settings`` in tests);
+    its pipeline settings are applied again at the next middleware's creation."""
+    global _config, _capture, _applied
     if kwargs.get("setting", SETTING) == SETTING:
         with _lock:
             _config = _capture = None
+            _applied = False

@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse  # type: ignore[import-untyped]
 from django.utils.cache import patch_cache_control, patch_vary_headers  # type: ignore[import-untyped]
 
-from evmiddleware.capture import Capture, RequestState, _failed, add_route_reader
+from evmiddleware.capture import (
+    Capture,
+    RequestState,
+    _failed,
+    add_route_reader,
+    checked_user_id,
+    resolve_user_id,
+)
 from evmiddleware.capture_options import _is_async, refuse_async
 from evmiddleware.context import _current
 from evmiddleware.lifecycle import install_signal_handler
@@ -186,35 +193,43 @@ class EventMiddleware:
         meta[STATE_KEY] = state
         return state, True
 
+    # The user id goes through ``resolve_user_id`` / ``checked_user_id``, as in every middleware: an
+    # answer no event could carry, or an awaitable from a plain function, is a failed hook (counted),
+    # and the request keeps its anonymous id and its events.
     def _user(self, request: HttpRequest, state: RequestState) -> None:
-        try:
-            if self._resolver is not None:
-                value = self._resolver(request)
-            else:
-                value = _user_id(getattr(request, "user", None))
-            if value is not None:
-                state.user_id = str(value)
-        except Exception as exc:
-            _failed("django_user", exc)
+        user_id = resolve_user_id(
+            _request_user_id if self._resolver is None else self._resolver,
+            request,
+        )
+        if user_id is not None:
+            state.user_id = user_id
 
     async def _auser(self, request: HttpRequest, state: RequestState) -> None:
-        try:
-            if self._resolver is not None:
-                # A plain resolver reads the user or the session (the database): Django's sync thread.
-                resolver: Callable[[HttpRequest], Awaitable[Any]] = (
-                    self._resolver if self._resolver_is_async else sync_to_async(self._resolver)  # type: ignore[assignment]
-                )
-                value = await resolver(request)
-            elif (auser := getattr(request, "auser", None)) is not None:
-                value = _user_id(await auser())
-            elif hasattr(request, "user"):  # Django < 5.0: no auser(); request.user only off the loop
-                value = await sync_to_async(_request_user_id)(request)
-            else:
-                value = None
-            if value is not None:
-                state.user_id = str(value)
-        except Exception as exc:
-            _failed("django_user", exc)
+        resolver = self._resolver
+        user_id: str | None
+        if resolver is not None and self._resolver_is_async:  # this path alone awaits one
+            try:
+                answer = await cast(Callable[[HttpRequest], Awaitable[object]], resolver)(request)
+            except Exception as exc:
+                _failed("user_id", exc)
+                return
+            user_id = checked_user_id(answer)
+        elif resolver is not None:
+            # A plain resolver reads the user or the session (the database): Django's sync thread.
+            user_id = await sync_to_async(resolve_user_id)(resolver, request)
+        elif (auser := getattr(request, "auser", None)) is not None:
+            try:
+                user = await auser()
+            except Exception as exc:
+                _failed("user_id", exc)
+                return
+            user_id = resolve_user_id(_user_id, user)
+        elif hasattr(request, "user"):  # Django < 5.0: no auser(); request.user only off the loop
+            user_id = await sync_to_async(resolve_user_id)(_request_user_id, request)
+        else:
+            user_id = None
+        if user_id is not None:
+            state.user_id = user_id
 
     def _respond(
         self, request: HttpRequest, state: RequestState, owned: bool, response: HttpResponseBase

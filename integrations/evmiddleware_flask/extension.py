@@ -14,7 +14,7 @@ from flask import Flask, Request, Response, current_app, has_request_context, re
 from flask.signals import got_request_exception, request_finished, request_started
 
 import evmiddleware
-from evmiddleware.capture import CaptureOptions, RequestState, _failed
+from evmiddleware.capture import CaptureOptions, RequestState, _failed, resolve_user_id
 from evmiddleware.capture_options import refuse_async
 from evmiddleware.context import RequestContext, add_lookup
 from evmiddleware.wsgi import STATE_KEY, EventMiddleware, WSGIApp
@@ -110,13 +110,12 @@ def _connect(app: Flask, user_id: UserIdResolver | None) -> None:
     handler reads Flask's request proxy once: every use of it is a context lookup."""
 
     def resolve(state: RequestState, current: Request) -> None:
-        try:
-            value = user_id(current)  # type: ignore[misc]  # connected only with a resolver
-        except Exception as exc:  # the user's hook: it costs the request its user id, nothing more
-            _failed("user_id", exc)
-            return
-        if value is not None:
-            state.user_id = str(value)
+        # The user's hook, run and checked as the middlewares do: a failure costs the request its user
+        # id (counted), nothing more.
+        if user_id is not None:  # connected only with a resolver
+            value = resolve_user_id(user_id, current)
+            if value is not None:
+                state.user_id = value
 
     def started(sender: Flask, **extra: Any) -> None:
         # After routing and before any before_request hook: what track() in the request sees.

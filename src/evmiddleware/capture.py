@@ -48,7 +48,16 @@ from .identity import (
     new_anonymous_id,
 )
 
-__all__ = ["Capture", "CaptureOptions", "RequestState", "SECRET_WORDS", "errors", "looks_secret"]
+__all__ = [
+    "Capture",
+    "CaptureOptions",
+    "RequestState",
+    "SECRET_WORDS",
+    "checked_user_id",
+    "errors",
+    "looks_secret",
+    "resolve_user_id",
+]
 
 # Bounds on what one request can put into its event (the event's own size limit is a backstop).
 _MAX_PATH, _MAX_UA, _MAX_REFERRER, _MAX_PARAM, _MAX_QUERY_PARTS = 2048, 512, 1024, 256, 64
@@ -366,7 +375,7 @@ class Capture:
             path = path[:_MAX_PATH]
             user_id: str | None = None
             if self._user_id is not None:
-                user_id = _hook("user_id", self._user_id, request, None, _user_id_of)
+                user_id = resolve_user_id(self._user_id, request)
             # Only what the hooks and track() need now; the properties are built on the dispatcher
             # thread from ``seen`` (see ``properties``).
             state = RequestState(
@@ -591,6 +600,28 @@ def _hook(
     except Exception as exc:
         _failed(where, exc)
         return default
+
+
+def resolve_user_id(resolver: Callable[[Any], object], request: Any) -> str | None:
+    """The request's user id from a ``user_id_resolver``, for every adapter and integration alike
+    (:meth:`Capture.start`; Flask and Django call it themselves, inside their request handling).
+
+    ``str()`` of the answer (an int, a UUID), cleaned as ``identify()`` cleans an id (a blank one is
+    no user). A resolver that raises or returns an awaitable (closed unawaited), and an answer no event
+    could carry (over 255 characters), count as a failed hook (``errors()["user_id"]``): ``None``, the
+    request keeps its anonymous id and its events."""
+    user_id: str | None = _hook("user_id", resolver, request, None, _user_id_of)
+    return user_id
+
+
+def checked_user_id(answer: object) -> str | None:
+    """:func:`resolve_user_id` for an answer the integration already has: the same checks, a failure
+    counted the same way (Django's async path awaits an async ``user_id_resolver`` itself)."""
+    return resolve_user_id(_given, answer)
+
+
+def _given(answer: object) -> object:
+    return answer
 
 
 def _user_id_of(answer: object) -> str | None:

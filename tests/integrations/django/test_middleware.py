@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import subprocess
 import sys
+import uuid
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from .._contract import COOKIE, request_events
 
 pytest.importorskip("django")
 from asgiref.sync import async_to_sync
+from django.apps import apps
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import AsyncClient, Client, override_settings
 from werkzeug.test import Client as WerkzeugClient
@@ -155,6 +158,90 @@ def test_an_async_user_id_resolver_is_awaited_on_the_async_path_and_refused_on_t
         with pytest.raises(evmiddleware.ConfigurationError, match=r"USER_ID_RESOLVER: .* is async"):
             EventMiddleware(lambda request: None)  # a sync get_response: the sync path
     assert [event.user_id for event in request_events(events)] == ["acct-3"]
+
+
+def visitor_get(path: str, **kwargs: Any) -> Any:
+    client = Client(raise_request_exception=False)
+    client.cookies[COOKIE] = "visitor-1"
+    return client.get(path, **kwargs)
+
+
+def visitor_aget(path: str, **kwargs: Any) -> Any:
+    client = AsyncClient(raise_request_exception=False)
+    client.cookies[COOKIE] = "visitor-1"
+    return async_to_sync(client.get)(path, **kwargs)
+
+
+LONG_ID = "u" * 256  # identify() refuses it: no event could carry it
+
+
+async def _lookup(request: Any) -> str:
+    return "42"
+
+
+def long_id(request: Any) -> str:
+    return LONG_ID
+
+
+def plain_returning_a_coroutine(request: Any) -> Any:
+    return _lookup(request)
+
+
+async def async_long_id(request: Any) -> str:
+    return LONG_ID
+
+
+async def async_returning_a_coroutine(request: Any) -> Any:
+    return _lookup(request)
+
+
+def id_with_blanks(request: Any) -> str:
+    return " u-7 "
+
+
+async def async_uuid(request: Any) -> uuid.UUID:
+    return uuid.UUID(int=7)
+
+
+@pytest.mark.parametrize(
+    ("get", "resolver", "user_id"),
+    [
+        (visitor_get, long_id, None),
+        (visitor_aget, long_id, None),
+        (visitor_get, plain_returning_a_coroutine, None),
+        (visitor_aget, plain_returning_a_coroutine, None),  # only an async def is awaited
+        (visitor_aget, async_long_id, None),  # awaited, then checked as any answer
+        (visitor_aget, async_returning_a_coroutine, None),
+        (visitor_get, id_with_blanks, "u-7"),
+        (visitor_aget, id_with_blanks, "u-7"),
+        (visitor_aget, async_uuid, "00000000-0000-0000-0000-000000000007"),
+    ],
+    ids=lambda value: getattr(value, "__name__", None) or str(value),
+)
+def test_a_user_id_resolver_answer_is_checked_as_the_middlewares_check_it(events, get, resolver, user_id):
+    # Unchecked, an over-long id had every event of the request refused (invalid_id), and a plain
+    # function returning a coroutine had the coroutine's repr sent as the user id.
+    with site(EVMIDDLEWARE={"USER_ID_RESOLVER": resolver}):
+        assert get("/me").status_code == 200
+    assert [(event.name, event.anonymous_id, event.user_id) for event in events] == [
+        ("profile_viewed", "visitor-1", user_id),
+        ("http_request", "visitor-1", user_id),
+    ]
+    assert evmiddleware.stats()["dropped"] == {}
+    assert evmiddleware.capture.errors() == ({} if user_id else {"user_id": 1})
+    evmiddleware.capture.reset_errors()
+
+
+@pytest.mark.parametrize(
+    ("get", "auth"), [(visitor_get, "UserOnly"), (visitor_aget, "UserThroughAuser")], ids=["sync", "async"]
+)
+def test_a_user_primary_key_no_event_could_carry_leaves_the_request_anonymous(events, get, auth):
+    with site(f"{SITE}.{auth}"):
+        assert get("/me", headers={"x-user": LONG_ID}).status_code == 200
+    assert [(event.anonymous_id, event.user_id) for event in events] == [("visitor-1", None)] * 2
+    assert evmiddleware.stats()["dropped"] == {}
+    assert evmiddleware.capture.errors() == {"user_id": 1}
+    evmiddleware.capture.reset_errors()
 
 
 @pytest.mark.parametrize(
@@ -372,6 +459,112 @@ def test_pipeline_settings_in_the_setting_configure_the_process():
     with site(EVMIDDLEWARE={"FLUSH_INTERVAL": 0.7, "LOCAL_SINK": "memory"}):
         sync_get("/me")
     assert runtime.current().settings.flush_interval == 0.7
+
+
+# What manage.py, a Celery worker or a script does: settings, django.setup(), no request served. The
+# job's event goes where settings.EVMIDDLEWARE says (it went to the log sink: the settings were applied
+# only when the first middleware was built); the middleware built afterwards does not configure again.
+STARTED_WITHOUT_A_REQUEST = """
+import sys, threading
+import django
+from django.conf import settings
+from django.http import HttpResponse
+from django.urls import path
+
+settings.configure(
+    ALLOWED_HOSTS=["testserver"], ROOT_URLCONF=__name__, SECRET_KEY="test",
+    INSTALLED_APPS=["evmiddleware_django"], MIDDLEWARE=["evmiddleware_django.EventMiddleware"],
+    EVMIDDLEWARE={"LOCAL_SINK": "jsonl:" + sys.argv[1], "INSTALL_SIGNAL_HANDLER": False},
+)
+urlpatterns = [path("", lambda request: HttpResponse("ok"))]
+threads = threading.active_count()
+django.setup()
+
+import evmiddleware
+from evmiddleware import runtime
+
+configured = runtime.peek()
+assert configured is not None, "django.setup() did not apply settings.EVMIDDLEWARE"
+assert threading.active_count() == threads, "a thread started in ready(), before a fork"
+evmiddleware.track("nightly_export", user_id="42")
+
+from django.test import Client
+
+assert Client().get("/").status_code == 200
+assert runtime.peek() is configured, "the middleware configured the pipeline a second time"
+assert evmiddleware.flush(10)
+"""
+
+
+def test_pipeline_settings_apply_at_django_setup_for_processes_that_serve_no_request(tmp_path):
+    out = tmp_path / "events.jsonl"
+    run = subprocess.run(
+        [sys.executable, "-c", STARTED_WITHOUT_A_REQUEST, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(event["name"], event["user_id"]) for event in events] == [
+        ("nightly_export", "42"),
+        ("http_request", None),
+    ]
+
+
+def test_the_apps_ready_applies_the_pipeline_settings_and_the_middleware_keeps_that_pipeline(sink, events):
+    with site(EVMIDDLEWARE={"FLUSH_INTERVAL": 0.7, "LOCAL_SINK": "memory"}):
+        apps.get_app_config("evmiddleware_django").ready()  # as django.setup() does, these settings in place
+        configured = runtime.peek()
+        assert configured is not None and configured.settings.flush_interval == 0.7
+        sync_get("/me")
+        assert runtime.peek() is configured
+        # The process's own configure() after start-up (a test's MemorySink) stays in place too.
+        evmiddleware.configure(providers=[sink])
+        sync_get("/me")
+    assert evmiddleware.flush(2)
+    assert [event.name for event in sink.events] == ["profile_viewed", "http_request"]
+
+
+# A ConfigurationError at django.setup(): raised when the settings ask for a pipeline that cannot be
+# (events would go elsewhere than they say, silently, in processes that run no system checks);
+# otherwise left to the system checks, and raised when the middleware is created.
+SET_UP_AND_CHECKED = """
+import json, sys
+import django
+from django.conf import settings
+
+settings.configure(INSTALLED_APPS=["evmiddleware_django"], EVMIDDLEWARE=json.loads(sys.argv[1]))
+try:
+    django.setup()
+except Exception as exc:
+    print("setup:", type(exc).__name__, exc)
+else:
+    from django.core import checks
+
+    print("checks:", [message.id for message in checks.run_checks()])
+"""
+
+
+@pytest.mark.parametrize(
+    ("setting", "outcome"),
+    [
+        ({"FLUSH_INTERVAL": -1}, "setup: ConfigurationError flush_interval"),
+        ({"FLAMEUP_API_KEY": "fu_key", "EXCLUDE_PATHS": "/health"}, "setup: ConfigurationError flameup"),
+        ({"LOCAL_SINK": "memory", "SAMPLE_RATE": 3}, "setup: ConfigurationError"),
+        ({"SAMPLE_RATE": 3}, "checks: ['evmiddleware.E005']"),  # the middleware's own options only
+        ({"FLOKIT_APIKEY": "x"}, "checks: ['evmiddleware.E002']"),
+    ],
+)
+def test_a_bad_setting_fails_at_django_setup_when_it_concerns_the_pipeline(setting, outcome):
+    run = subprocess.run(
+        [sys.executable, "-c", SET_UP_AND_CHECKED, json.dumps(setting)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(outcome), run.stdout
 
 
 def test_a_bad_setting_fails_when_the_middleware_is_created():

@@ -18,6 +18,16 @@ def test_gunicorn_with_preloaded_forked_workers_delivers_each_event_once_at_a_gr
     check_delivered_exactly_once(sandbox, responses)
 
 
+def test_gunicorn_preloaded_with_the_providers_in_settings_only_delivers_each_event_once(sandbox):
+    """The providers named in ``settings.EVMIDDLEWARE`` alone: the app's ready() applies them in the
+    master, before the fork, and the workers deliver (each its own dispatcher, started after it)."""
+    pytest.importorskip("gunicorn")
+    port = free_port()
+    command = gunicorn("tests.integrations.django.settings_in_settings_wsgi:application", port)
+    responses = serve_visit_and_stop(command, port, sandbox)
+    check_delivered_exactly_once(sandbox, responses)
+
+
 def test_uvicorn_serving_django_over_asgi_delivers_each_event_once_at_a_graceful_stop(sandbox):
     pytest.importorskip("uvicorn")
     port = free_port()

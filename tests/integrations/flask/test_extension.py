@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import subprocess
 import sys
 import threading
+import uuid
 from typing import Any
 
 import pytest
@@ -40,6 +42,16 @@ def new_app(**config: Any) -> Any:
 
 def get(app: Any, path: str, **kwargs: Any) -> Any:
     response = app.test_client().get(path, **kwargs)
+    response.get_data()
+    response.close()
+    return response
+
+
+def get_as(app: Any, visitor: str, path: str) -> Any:
+    """``get`` for a returning visitor: the anonymous id cookie set."""
+    client = app.test_client()
+    client.set_cookie("ev_anon_id", visitor)
+    response = client.get(path)
     response.get_data()
     response.close()
     return response
@@ -178,6 +190,58 @@ def test_a_failing_user_id_resolver_costs_the_request_nothing_but_the_user_id(ev
     assert get(app, "/items/3").status_code == 200
     [event] = events
     assert event.user_id is None and event.properties["route"] == "/items/{item_id}"
+    assert set(capture.errors()) == {"user_id"}
+    capture.reset_errors()
+
+
+async def _lookup(request: Any) -> str:
+    return "42"
+
+
+@pytest.mark.parametrize(
+    ("answer", "user_id", "failed"),
+    [
+        ("u" * 256, None, True),  # no event could carry it: refused, the request keeps its events
+        (" ", None, False),  # blank: no user, as identify() reads it
+        (" u-7 ", "u-7", False),
+        (uuid.UUID(int=7), "00000000-0000-0000-0000-000000000007", False),  # str() of it
+        (7, "7", False),
+    ],
+)
+def test_a_user_id_resolver_answer_is_checked_as_the_middlewares_check_it(events, answer, user_id, failed):
+    # Unchecked, an over-long id had every event of the request refused (invalid_id).
+    app = new_app()
+
+    @app.get("/me")
+    def me() -> str:
+        evmiddleware.track("profile_viewed")
+        return "me"
+
+    EventTracking(app, user_id_resolver=lambda request: answer)
+    assert get_as(app, "visitor-1", "/me").status_code == 200
+    assert [(event.name, event.anonymous_id, event.user_id) for event in events] == [
+        ("profile_viewed", "visitor-1", user_id),
+        ("http_request", "visitor-1", user_id),
+    ]
+    assert evmiddleware.stats()["dropped"] == {}
+    assert set(capture.errors()) == ({"user_id"} if failed else set())
+    capture.reset_errors()
+
+
+def test_a_user_id_resolver_returning_an_awaitable_is_a_failed_hook_and_the_awaitable_closed(events):
+    # A plain function (it passes the start-up check for async hooks) that returns a coroutine: its
+    # repr was the user id sent to every provider.
+    made: list[Any] = []
+
+    def resolver(request: Any) -> Any:
+        made.append(_lookup(request))
+        return made[-1]
+
+    app = new_app()
+    EventTracking(app, user_id_resolver=resolver)
+    get_as(app, "visitor-2", "/items/4")
+    assert [(event.anonymous_id, event.user_id) for event in events] == [("visitor-2", None)]
+    assert made and all(inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED for coro in made)
     assert set(capture.errors()) == {"user_id"}
     capture.reset_errors()
 
