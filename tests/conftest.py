@@ -22,6 +22,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith("EVMIDDLEWARE_"):
             monkeypatch.delenv(name)
     _log.limited._last.clear()
+    _log.limited._suppressed.clear()
     yield
     current = runtime.peek()
     if current is not None:

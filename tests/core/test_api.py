@@ -82,6 +82,34 @@ def test_properties_that_raise_as_they_are_read_are_a_counted_drop(memory_sink, 
     assert delivered(memory_sink) == []
 
 
+def dropped_property_warnings(caplog) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "evmiddleware" and r.levelno == logging.WARNING and "dropped" in r.getMessage()
+    ]
+
+
+def test_a_property_that_cannot_be_json_is_dropped_with_a_warning_naming_its_key(memory_sink, caplog_evm):
+    evmiddleware.track("paid", {"total": math.nan, "raw": b"\x00", "plan": "pro"}, user_id="u1")
+    [event] = delivered(memory_sink)
+    assert event.properties == {"plan": "pro"}  # the event goes; only the two values are dropped
+    warnings = dropped_property_warnings(caplog_evm)
+    assert len(warnings) == 2
+    [nan_warning] = [w for w in warnings if "'total'" in w]
+    assert "not a finite number" in nan_warning
+    [bytes_warning] = [w for w in warnings if "'raw'" in w]
+    assert "bytes" in bytes_warning
+
+
+def test_a_nested_dropped_property_is_named_by_its_dotted_key(memory_sink, caplog_evm):
+    evmiddleware.track("paid", {"cart": {"items": [{"price": math.inf}]}}, user_id="u1")
+    [event] = delivered(memory_sink)
+    assert event.properties == {"cart": {"items": [{}]}}
+    [warning] = dropped_property_warnings(caplog_evm)
+    assert "'cart.items[0].price'" in warning
+
+
 def test_request_context_facts_are_made_json_safe_once(memory_sink):
     with request_context(anonymous_id="anon-1", total=Decimal("19.90"), at=dt.date(2026, 1, 2), raw=b"x"):
         evmiddleware.track("paid")

@@ -128,3 +128,31 @@ def test_check_says_nothing_would_be_sent_while_disabled(capsys, monkeypatch):
     monkeypatch.setenv("EVMIDDLEWARE_DISABLED", "1")
     assert cli.main(["check"]) == 0
     assert "nothing would be sent" in capsys.readouterr().out
+
+
+def test_the_documented_defaults():
+    settings = load_settings({}, {})
+    assert settings.max_event_bytes == 32768
+    assert settings.max_queue == 10000
+    assert settings.flush_interval == 1.0
+    assert settings.shutdown_timeout == 5.0
+    assert settings.max_depth == 10
+
+
+@pytest.mark.parametrize(
+    ("fits", "one_over"),
+    [
+        ("x" * 32760, "x" * 32761),  # {"s":"…"} is 8 bytes of JSON around the text
+        ("é" * 16380, "é" * 16380 + "x"),  # 2 bytes of UTF-8 each: bytes are counted, not characters
+    ],
+    ids=["ascii", "non-ascii"],
+)
+def test_by_default_properties_of_exactly_32768_bytes_of_json_are_accepted_and_one_more_refused(
+    memory_sink, fits, one_over
+):
+    assert len(b'{"s":"' + fits.encode() + b'"}') == 32768
+    assert evmiddleware.track("big", {"s": fits}, user_id="u1") is not None
+    assert evmiddleware.track("big", {"s": one_over}, user_id="u1") is None
+    assert evmiddleware.stats()["dropped"] == {"too_large": 1}
+    assert evmiddleware.flush(5)
+    assert [event.properties for event in memory_sink.events] == [{"s": fits}]

@@ -306,8 +306,16 @@ def test_flush_answers_for_the_events_queued_before_it_not_for_later_ones(first_
         dispatcher = evmiddleware.runtime.current().dispatcher
         assert wait_for(lambda: bool(dispatcher._waiters))  # the flush has begun
         evmiddleware.track("later", user_id="u")
-        assert wait_for(lambda: len(server.received) == 2)
-        time.sleep(0.2)  # the later event is answered meanwhile: it must not end the flush
+        [lane] = dispatcher.lanes
+
+        def later_answered() -> bool:
+            counts = evmiddleware.stats()["providers"]["flywheel"]
+            # Counted, and its delivery ended (in_flight falls just before the waiters are checked).
+            return counts["sent"] + counts["rejected"] == 1 and lane.in_flight == 1
+
+        assert wait_for(later_answered)
+        # The later event's answer must not end the flush: it still waits for the earlier one.
+        assert len(dispatcher._waiters) == 1
         assert result == []
         release.set()
         waiting.join(10)

@@ -113,14 +113,34 @@ def test_non_ascii_text_that_encodes_takes_the_flat_path_unchanged():
     assert run(props) == (props, [])
 
 
-def test_depth_over_limit_refuses_the_event():
-    deep: dict = {}
-    node = deep
-    for _ in range(12):
-        node["n"] = {}
-        node = node["n"]
+def nested(levels: int) -> dict:
+    """Properties ``levels`` containers deep, the properties dict itself the first level."""
+    props: dict = {"leaf": 1}
+    for _ in range(levels - 1):
+        props = {"n": props}
+    return props
+
+
+@pytest.mark.parametrize("max_depth", [1, 2, 5, 10])
+def test_depth_exactly_at_the_limit_passes_and_one_more_refuses_the_event(max_depth):
+    at_limit = nested(max_depth)
+    assert run(at_limit, max_depth=max_depth) == (at_limit, [])
     with pytest.raises(EventError) as info:
-        run({"d": deep}, max_depth=5)
+        run(nested(max_depth + 1), max_depth=max_depth)
+    assert info.value.reason == "too_deep"
+
+
+def test_lists_count_as_levels_of_nesting():
+    props = {"a": [{"b": [1]}]}  # dict, list, dict, list: four levels
+    assert run(props, max_depth=4)[0] == props
+    with pytest.raises(EventError) as info:
+        run(props, max_depth=3)
+    assert info.value.reason == "too_deep"
+
+
+def test_depth_far_over_limit_refuses_the_event():
+    with pytest.raises(EventError) as info:
+        run(nested(13), max_depth=5)
     assert info.value.reason == "too_deep"
 
 
@@ -134,8 +154,38 @@ def test_size_over_limit_refuses_the_event_and_exact_limit_passes():
 
 
 def test_non_ascii_size_is_counted_in_bytes():
-    with pytest.raises(EventError):
+    # 100 "é" are 100 characters but 200 bytes of UTF-8: {"s":"…"} takes 208 bytes, not 108.
+    with pytest.raises(EventError) as info:
         run({"s": "é" * 100}, max_bytes=150)
+    assert info.value.reason == "too_large"
+    assert run({"s": "é" * 100}, max_bytes=208)[0] == {"s": "é" * 100}
+    with pytest.raises(EventError) as info:
+        run({"s": "é" * 100}, max_bytes=207)
+    assert info.value.reason == "too_large"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (Decimal("12345678901234567890"), 12345678901234567890),  # 20 digits: an exact int
+        (Decimal("1e25"), 1e25),  # a whole number past 20 digits: a float, not int()
+        (Decimal("-1.5e300"), -1.5e300),
+    ],
+)
+def test_decimals_with_large_exponents_become_floats_not_ints(value, expected):
+    result, drops = run({"v": value})
+    assert result == {"v": expected}
+    assert type(result["v"]) is type(expected)
+    assert drops == []
+
+
+@pytest.mark.parametrize("value", [Decimal("1e999999"), Decimal("-1e999999")])
+def test_a_decimal_past_the_float_range_is_dropped_never_made_an_int(value):
+    # int() of Decimal("1e999999") writes a million digits (30 s on the caller's thread); as a float it
+    # is out of range, so the value is dropped with that reason and the event goes on without it.
+    result, drops = run({"v": value, "plain": 1})
+    assert result == {"plain": 1}
+    assert drops == [("v", "out of range for a JSON number")]
 
 
 def test_non_mapping_properties_are_refused():

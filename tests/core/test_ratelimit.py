@@ -69,8 +69,10 @@ def test_a_token_bucket_burst_of_2n_cannot_happen():
 
 def test_two_windows_both_hold():
     sent = send_all(SlidingWindowLimiter([(10, 1.0), (150, 60.0)], margin=0), until=120)
-    assert max_in_any_window(sent, 1.0) <= 10
-    assert max_in_any_window(sent, 60.0) <= 150
+    # Each limit is reached, never passed: 10 in the first second, 150 in each minute, and no more.
+    assert max_in_any_window(sent, 1.0) == 10
+    assert max_in_any_window(sent, 60.0) == 150
+    assert len(sent) == 300  # two minutes: the full allowance of each
 
 
 def test_margin_widens_the_window():
@@ -97,9 +99,23 @@ def test_backoff_is_capped_exponential_with_full_jitter():
     rng = random.Random(1)
     for attempt in range(1, 12):
         ceiling = min(30.0, 0.5 * 2**attempt)
-        samples = [backoff_delay(attempt, rng=rng) for _ in range(200)]
+        samples = [backoff_delay(attempt, rng=rng) for _ in range(500)]
         assert all(0 <= s <= ceiling for s in samples)
-        assert max(samples) > ceiling * 0.8  # spread over the whole range, not a fixed step
+        # Spread over the whole of [0, ceiling]: near 0, near the ceiling, and every value its own.
+        assert min(samples) < ceiling * 0.05
+        assert max(samples) > ceiling * 0.95
+        assert len(set(samples)) == len(samples)
+        below_half = sum(1 for s in samples if s < ceiling / 2)
+        assert 200 < below_half < 300  # uniform: about half below the middle, not bunched at one end
+
+
+def test_backoff_draws_each_delay_uniformly_from_zero_to_the_ceiling():
+    """With a seeded rng, each delay is exactly the rng's uniform draw over [0, ceiling], in order."""
+    ours, reference = random.Random(7), random.Random(7)
+    for attempt in [0, 1, 2, 5, 6, 10, 40]:
+        ceiling = min(30.0, 0.5 * 2**attempt)
+        for _ in range(20):
+            assert backoff_delay(attempt, rng=ours) == reference.uniform(0.0, ceiling)
 
 
 def test_retry_after_in_seconds():

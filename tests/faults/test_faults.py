@@ -15,7 +15,11 @@ them is at least once whenever an answer is lost after the provider stored the r
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -173,18 +177,55 @@ def check_outage(rows: dict[str, Row], n: int, max_queue: int) -> None:
         assert row.delivered == max_queue, row.provider  # what fitted in the queue, after recovery
         assert row.missing == list(range(max_queue, n)), row.provider  # drop_newest: the later ones
         assert (row.duplicated, row.rejected) == (0, {}), row.provider
-    row = rows["userflux"]  # memory and latency are the process's: the same on every row
+    row = rows["userflux"]  # memory is the process's: the same on every row
     assert row.rss_growth is not None and row.rss_growth < 30 * 1024 * 1024, row.rss_growth
-    # track() never waits on the network: a full queue costs its bookkeeping only. A sanity bound,
-    # not a benchmark (python -m benchmarks.faults reports it): waiting on one loopback round trip
-    # would cost ~100x a call (about 1 ms against 5-10 us), while a shared machine's speed alone moves
-    # the ratio past 3x (CI saw 3.07 with the code unchanged).
-    assert row.latency_ratio is not None and row.latency_ratio < 10.0, row.latency_ratio
+    # What a track() call costs while down is measured by python -m benchmarks.faults ("track()
+    # down/up"), not asserted here: timings belong in benchmarks. That track() never waits for room
+    # is shown by the counts above: every provider answered 503 throughout, so a track() that waited
+    # would never have returned, and each refused event is counted as queue_full instead.
 
 
-def test_providers_down_longer_than_the_queue_holds_memory_bounded_drops_counted_latency_kept(sandbox):
-    rows = harness.outage(sandbox, 20_000, max_queue=200)
+#: The socket audit events (PEP 578) any network I/O begins with: making a socket, resolving a name,
+#: connecting, or sending without a connection.
+SOCKET_EVENTS = frozenset(
+    {"socket.__new__", "socket.getaddrinfo", "socket.connect", "socket.sendto", "socket.sendmsg"}
+)
+_socket_use: dict[int, list[str]] = {}  # thread id -> socket events seen while it is watched
+
+
+def _record_socket_use(event: str, args: tuple[Any, ...]) -> None:
+    if event in SOCKET_EVENTS and _socket_use:
+        seen = _socket_use.get(threading.get_ident())
+        if seen is not None:
+            seen.append(event)
+
+
+@contextlib.contextmanager
+def socket_use_on_this_thread() -> Iterator[list[str]]:
+    """The socket audit events raised on the calling thread meanwhile. An audit hook cannot be
+    removed, so one is added per process, and it records nothing while no thread is watched."""
+    global _hooked
+    if not _hooked:
+        sys.addaudithook(_record_socket_use)
+        _hooked = True
+    seen: list[str] = []
+    _socket_use[threading.get_ident()] = seen
+    try:
+        yield seen
+    finally:
+        del _socket_use[threading.get_ident()]
+
+
+_hooked = False
+
+
+def test_providers_down_longer_than_the_queue_holds_memory_bounded_drops_counted_no_io_in_track(sandbox):
+    # The whole scenario runs on this thread but its deliveries (the dispatcher's thread) and the
+    # sandbox's control (a pipe): so no socket is made or used here by 20,000 track() calls at all.
+    with socket_use_on_this_thread() as sockets:
+        rows = harness.outage(sandbox, 20_000, max_queue=200)
     check_outage(rows, 20_000, 200)
+    assert sockets == []
 
 
 # -- soak: the same, longer -------------------------------------------------------------------------

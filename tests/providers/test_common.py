@@ -199,10 +199,27 @@ def test_auth_failures_are_rejected_with_a_hint_and_never_the_key(name, status):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_server_errors_and_throttling_are_retried(name):
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_timeouts_throttling_and_server_errors_are_retried(name, status):
+    provider = build(name)
+    result = provider.interpret(response(status, text="busy"), batch(provider, event()))
+    assert (result.outcome, result.reason) == ("retry", f"http_{status}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("status", [400, 404, 422])
+def test_client_errors_are_rejected_not_retried(name, status):
+    provider = build(name)
+    result = provider.interpret(response(status, text="bad request"), batch(provider, event()))
+    assert result.outcome == "rejected"
+    assert result.reason.startswith(f"http_{status}")
+    assert not result.auth
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_throttling_keeps_the_retry_after_the_provider_asked_for(name):
     provider = build(name)
     b = batch(provider, event())
-    assert provider.interpret(response(503, text="busy"), b).outcome == "retry"
     throttled = provider.interpret(response(429, text="slow down", headers={"Retry-After": "4"}), b)
     assert (throttled.outcome, throttled.retry_after) == ("retry", 4.0)
 

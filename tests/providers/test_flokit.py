@@ -37,7 +37,7 @@ def test_encode_sends_snake_case_ids_and_iso_timestamp():
     assert "user_id" not in encoded(FloKit(KEY), event(user_id=None, anonymous_id="a1"))
 
 
-def test_idempotency_key_is_the_batch_key_and_the_same_on_every_retry():
+def test_idempotency_key_is_the_batch_key_and_a_batch_built_twice_gives_the_same_request():
     provider = FloKit(KEY)
     b = batch(provider, event(), event("second"), key="0f0e-batch")
     first, again = provider.build_request(b), provider.build_request(b)

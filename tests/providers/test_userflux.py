@@ -110,7 +110,7 @@ def test_docstring_says_the_key_is_the_write_only_key():
     assert "write-only" in UserFlux.key_setting
 
 
-def test_body_is_the_same_bytes_on_every_retry():
+def test_a_batch_built_twice_gives_the_same_body_bytes():
     provider = UserFlux(KEY)
     b = batch(provider, event(), event("other"))
     assert provider.build_request(b).content == provider.build_request(b).content
