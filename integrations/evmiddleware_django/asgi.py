@@ -13,10 +13,7 @@ shutdown is the one stop every ASGI server announces; with this, queued events g
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-from typing import Any
-
-from evmiddleware.lifecycle import ASGIApp, Receive, Send, run_lifespan
+from evmiddleware.lifecycle import ASGIApp, Receive, Scope, Send, run_lifespan
 
 __all__ = ["LifespanFlush", "get_asgi_application"]
 
@@ -36,7 +33,7 @@ class LifespanFlush:
             flush_timeout = conf.capture().flush_timeout
         self.flush_timeout = flush_timeout
 
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await run_lifespan(self.app, scope, receive, send, self.flush_timeout)
         else:

@@ -21,8 +21,13 @@ from evmiddleware.lifecycle import ASGIApp, install_signal_handler
 
 __all__ = ["EventTracking", "Tracker", "get_tracker"]
 
-# Hooks that get a Starlette ``Request`` here, where the bare ASGI middleware hands them the scope.
-_REQUEST_HOOKS = ("consent", "user_id_resolver", "route_resolver")
+# The hooks get a Starlette ``Request`` here, where the bare ASGI middleware hands them the scope.
+#: ``consent(request)``: a false answer leaves the request untracked.
+ConsentHook = Callable[[Request], bool]
+#: ``user_id_resolver(request)``: any answer but ``None`` is the user id, as ``str()`` (an int, a UUID).
+UserIdResolver = Callable[[Request], object]
+#: ``route_resolver(request)``: runs after the app, where no route template was recorded.
+RouteResolver = Callable[[Request], str | None]
 
 
 class EventTracking:
@@ -44,15 +49,26 @@ class EventTracking:
     events are flushed when the app's lifespan shuts down. Installing twice on one app installs once.
     """
 
-    def __init__(self, app: Starlette, **options: Any) -> None:
+    def __init__(
+        self,
+        app: Starlette,
+        *,
+        consent: ConsentHook | None = None,
+        user_id_resolver: UserIdResolver | None = None,
+        route_resolver: RouteResolver | None = None,
+        **options: Any,
+    ) -> None:
         installed: EventTracking | None = getattr(app.state, "evmiddleware", None)
         if installed is not None:
             self.capture: Capture = installed.capture
             return
-        for hook in _REQUEST_HOOKS:
-            refuse_async(hook, options.get(hook))  # here: wrapped below, it would look sync
-            if callable(options.get(hook)):
-                options[hook] = _with_request(options[hook])
+        hooks = {"consent": consent, "user_id_resolver": user_id_resolver, "route_resolver": route_resolver}
+        for hook, value in hooks.items():
+            if value is None:
+                continue
+            refuse_async(hook, value)  # here: wrapped below, it would look sync
+            # Not callable: left as it is, for CaptureOptions to refuse with its own message.
+            options[hook] = _with_request(value) if callable(value) else value
         self.capture = Capture(**options)
         if self.capture.options.install_signal_handler:
             install_signal_handler()
@@ -64,7 +80,7 @@ class _Middleware(EventMiddleware):
     """The ASGI middleware with the ``Capture`` built once, by ``EventTracking(app)``: Starlette builds
     its middleware stack only at the first request or lifespan, too late to refuse bad options."""
 
-    def __init__(self, app: ASGIApp, *, capture: Capture) -> None:
+    def __init__(self, app: ASGIApp, /, *, capture: Capture) -> None:
         self.app = app
         self.capture = capture
 

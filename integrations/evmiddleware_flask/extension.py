@@ -17,7 +17,7 @@ import evmiddleware
 from evmiddleware.capture import CaptureOptions, RequestState, _failed, resolve_user_id
 from evmiddleware.capture_options import refuse_async
 from evmiddleware.context import RequestContext, add_lookup
-from evmiddleware.wsgi import STATE_KEY, EventMiddleware, WSGIApp
+from evmiddleware.wsgi import STATE_KEY, Environ, EventMiddleware
 
 __all__ = ["EventTracking", "flask_route_template"]
 
@@ -25,7 +25,13 @@ __all__ = ["EventTracking", "flask_route_template"]
 CONFIG_PREFIX = "EVMIDDLEWARE_"
 EXTENSION_KEY = "evmiddleware"
 
+#: ``user_id_resolver(request)``: runs inside Flask's request context and gets its ``Request``; any
+#: answer but ``None`` is the user id, as ``str()`` (an int, a UUID).
 UserIdResolver = Callable[[Request], object]
+#: ``consent(environ)``: runs before Flask, on the WSGI environ; a false answer leaves the request untracked.
+ConsentHook = Callable[[Environ], bool]
+#: ``route_resolver(environ)``: runs after the app, on the WSGI environ, where Flask matched no rule.
+RouteResolver = Callable[[Environ], str | None]
 
 _CAPTURE_FIELDS = frozenset(field.name for field in dataclasses.fields(CaptureOptions))
 # ``<int:item_id>``, ``<item_id>``, ``<any(a, b):kind>``: the converter (and its arguments) goes.
@@ -56,14 +62,30 @@ class EventTracking:
     ``user_id_resolver(request)`` runs inside Flask's request context when the request starts (and
     again at its end while no user is known, for a sign-in during the request); without one, the user
     id comes from ``flask_login.current_user`` when Flask-Login is installed and the app has a login
-    manager. ``consent`` and ``route_resolver`` run outside Flask and get the WSGI environ.
+    manager. ``consent`` and ``route_resolver`` run outside Flask and get the WSGI environ (a
+    ``dict``), not Flask's ``Request``::
+
+        def consent(environ: dict[str, Any]) -> bool:
+            return "consent=yes" in environ.get("HTTP_COOKIE", "")
 
     Installing twice on one app does nothing the second time; the installed middleware is
     ``app.extensions["evmiddleware"]``.
     """
 
-    def __init__(self, app: Flask | None = None, **options: Any) -> None:
-        self._options = options
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        consent: ConsentHook | None = None,
+        user_id_resolver: UserIdResolver | None = None,
+        route_resolver: RouteResolver | None = None,
+        **options: Any,
+    ) -> None:
+        hooks = {"consent": consent, "user_id_resolver": user_id_resolver, "route_resolver": route_resolver}
+        self._options: dict[str, Any] = {
+            **options,
+            **{name: hook for name, hook in hooks.items() if hook is not None},
+        }
         if app is not None:
             self.init_app(app)
 
@@ -88,7 +110,7 @@ class EventTracking:
         if user_id is not None and not callable(user_id):
             raise evmiddleware.ConfigurationError(f"user_id_resolver: {user_id!r} is not callable")
         refuse_async("user_id_resolver", user_id, "Flask calls it as the request starts")
-        middleware = EventMiddleware(cast(WSGIApp, app.wsgi_app), CaptureOptions(**capture_options))
+        middleware = EventMiddleware(app.wsgi_app, CaptureOptions(**capture_options))
         app.wsgi_app = middleware  # type: ignore[method-assign]  # Flask's documented way to wrap it
         app.extensions[EXTENSION_KEY] = middleware
         _connect(app, user_id)

@@ -6,6 +6,7 @@ evmiddleware.track("checkout_completed", {"total": 19.9})
 
 from __future__ import annotations
 
+from . import signals
 from .api import configure, flush, identify, shutdown, stats, track, tracked
 from .context import RequestContext, current_request, request_context, skip_request
 from .errors import ConfigurationError, EventError
@@ -22,6 +23,7 @@ __all__ = [
     "identify",
     "request_context",
     "shutdown",
+    "signals",
     "skip_request",
     "stats",
     "track",

@@ -55,7 +55,8 @@ class EventMiddleware:
         app = EventMiddleware(app, user_id_resolver=lambda scope: scope.get("user_id"))
     """
 
-    def __init__(self, app: ASGIApp, options: CaptureOptions | None = None, **overrides: Any) -> None:
+    # ``app`` is positional-only, as Starlette's ``add_middleware`` and ``Middleware`` declare it.
+    def __init__(self, app: ASGIApp, /, options: CaptureOptions | None = None, **overrides: Any) -> None:
         self.app = app
         self.capture = Capture(options, **overrides)
         refuse_async("user_id_resolver", self.capture.options.user_id_resolver)

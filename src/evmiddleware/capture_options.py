@@ -64,6 +64,13 @@ class CaptureOptions:
     app, only when the framework exposed no route template; the raw path is the last resort.
     ``trusted_proxies`` are addresses or networks (or ``"*"``) whose
     ``X-Forwarded-Proto`` decides whether the cookie gets ``Secure``.
+
+    The three hooks are typed ``Callable[[Any], ...]`` because what they get depends on the adapter:
+    the ASGI scope (:mod:`evmiddleware.asgi`), the WSGI environ, a ``dict`` (:mod:`evmiddleware.wsgi`,
+    and ``consent``/``route_resolver`` under Flask), Flask's or Starlette's ``Request`` (Flask's
+    ``user_id_resolver``, every hook of FastAPI's ``EventTracking``), Django's ``HttpRequest``. The
+    Flask and FastAPI ``EventTracking`` declare the precise types. ``user_id_resolver`` may answer any
+    object: ``str()`` of it is the user id (``None``: no user).
     """
 
     event_name: str = "http_request"
@@ -74,7 +81,7 @@ class CaptureOptions:
     trusted_proxies: tuple[str, ...] = ()
     respect_dnt: bool = False
     consent: Callable[[Any], bool] | None = None
-    user_id_resolver: Callable[[Any], str | None] | None = None
+    user_id_resolver: Callable[[Any], object] | None = None
     route_resolver: Callable[[Any], str | None] | None = None
     exclude_paths: tuple[str, ...] | None = None
     exclude_regexes: tuple[str, ...] = ()

@@ -27,10 +27,16 @@ from ._log import logger
 
 __all__ = ["flush_off_loop", "install_signal_handler", "run_lifespan", "uninstall_signal_handler"]
 
+#: The middlewares' own side of ASGI, as Starlette types it (``starlette.types``): what they accept as
+#: ``scope``, ``receive`` and ``send``, so that they are themselves a Starlette ``ASGIApp``.
+Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+#: What the middlewares wrap: any ASGI app, typed as loosely as Starlette types the app its middleware
+#: get. Apps type their side of ASGI in many ways (a ``dict`` scope, ``asgiref.typing``'s TypedDicts,
+#: ``Mapping`` messages, Django's handler), and no one precise type accepts them all.
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 _SHUTDOWN_DONE = ("lifespan.shutdown.complete", "lifespan.shutdown.failed")
 _install_lock = threading.Lock()
@@ -105,9 +111,7 @@ async def flush_off_loop(timeout: float) -> None:
         logger.exception("evmiddleware: flush at shutdown failed")
 
 
-async def run_lifespan(
-    app: ASGIApp, scope: MutableMapping[str, Any], receive: Receive, send: Send, timeout: float
-) -> None:
+async def run_lifespan(app: ASGIApp, scope: Scope, receive: Receive, send: Send, timeout: float) -> None:
     """Run ``app``'s lifespan, flushing before its shutdown completes.
 
     An app that does not speak lifespan (it returns or raises before reading the first message) gets

@@ -17,7 +17,7 @@ WSGI exposes no route: the route is ``route_resolver(environ)`` after the app ra
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import copy_context
 from types import TracebackType
 from typing import Any, Optional
@@ -40,7 +40,10 @@ _END: Any = object()
 
 ExcInfo = tuple[type[BaseException], BaseException, Optional[TracebackType]]  # noqa: UP045
 StartResponse = Callable[..., Callable[[bytes], object]]
-WSGIApp = Callable[[MutableMapping[str, Any], StartResponse], Iterable[bytes]]
+#: The environ is a ``dict`` (PEP 3333), as typeshed's ``WSGIEnvironment`` has it: what Flask's
+#: ``app.wsgi_app``, Django's ``WSGIHandler`` and other typed WSGI apps take.
+Environ = dict[str, Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 
 class EventMiddleware:
@@ -50,14 +53,14 @@ class EventMiddleware:
         app.wsgi_app = EventMiddleware(app.wsgi_app, exclude_paths=("/health",))
     """
 
-    def __init__(self, app: WSGIApp, options: CaptureOptions | None = None, **overrides: Any) -> None:
+    def __init__(self, app: WSGIApp, /, options: CaptureOptions | None = None, **overrides: Any) -> None:
         self.app = app
         self.capture = Capture(options, **overrides)
         refuse_async("user_id_resolver", self.capture.options.user_id_resolver)
         if self.capture.options.install_signal_handler:
             install_signal_handler()
 
-    def __call__(self, environ: MutableMapping[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if STATE_KEY in environ:
             return self.app(environ, start_response)
         capture = self.capture
