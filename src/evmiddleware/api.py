@@ -21,10 +21,22 @@ from .context import RequestContext, _current, _looked_up, _lookups
 from .errors import ConfigurationError, EventError
 from .events import MAX_ID_LENGTH, Event, _known_names, build_event, clean_id
 from .events import id_pool as _id_pool
+from .lane import ProviderStats
 from .normalize import flat_copy, normalize_properties
+from .runtime import Stats
 from .signals import FAILED, call_receiver, event_tracked
 
-__all__ = ["configure", "flush", "identify", "shutdown", "stats", "track", "tracked"]
+__all__ = [
+    "ProviderStats",
+    "Stats",
+    "configure",
+    "flush",
+    "identify",
+    "shutdown",
+    "stats",
+    "track",
+    "tracked",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _S = TypeVar("_S")
@@ -121,8 +133,8 @@ def _emit(
                 runtime.drop(event, vetted)
                 return None
             event = vetted
-        runtime.submit(event)
-        return event.id
+        # None when the runtime dropped it (shut down meanwhile): counted and logged there.
+        return event.id if runtime.submit(event) else None
     except EventError as exc:
         _refuse(runtime, exc)
     except Exception as exc:
@@ -424,18 +436,18 @@ def flush(timeout: float | None = None) -> bool:
     the request path in production; it is for scripts, jobs and tests.
     """
     seconds = _wait_seconds(timeout, "flush")
-    runtime = _rt.peek()
-    return True if runtime is None else runtime.flush(seconds)
+    return _rt.flush(seconds)  # with the runtimes a configure() is still shutting down
 
 
 def shutdown(timeout: float | None = None) -> None:
     """Send what can be sent within ``timeout`` (default ``shutdown_timeout``, 5 s) and stop.
 
-    Runs by itself at interpreter exit; what could not be sent is logged and counted.
+    Runs by itself at interpreter exit; what could not be sent is logged and counted. Called while
+    another thread's shutdown is under way, it waits for that one (at most ``timeout``).
     """
     seconds = _wait_seconds(timeout, "shutdown")
     runtime = _rt.peek()
-    if runtime is not None and not runtime.closed:
+    if runtime is not None:
         runtime.shutdown(seconds)
 
 
@@ -455,10 +467,14 @@ def _wait_seconds(timeout: float | None, what: str) -> float | None:
     return min(max(0.0, float(timeout)), _FOREVER)  # negative: no wait at all, as threading takes it
 
 
-def stats() -> dict[str, Any]:
-    """Counters per provider (enqueued, sent, retried, rejected with ``rejected_reasons``, dropped and
-    skipped by reason, queued), events dropped before reaching any provider, by reason, and
-    exceptions raised by signal receivers, by signal (``receiver_errors``)."""
+def stats() -> Stats:
+    """Counters per provider under ``"providers"`` (enqueued, sent, retried, rejected with
+    ``rejected_reasons``, dropped and skipped by reason, queued: see :class:`ProviderStats`), events
+    dropped before reaching any provider, by reason, events not handed to the providers yet
+    (``waiting``), and exceptions raised by signal receivers, by signal (``receiver_errors``).
+
+    Safe to call on any thread at any time: in every sample, per provider, ``sent + rejected +
+    dropped + skipped + left_in_spool + queued == enqueued``, and ``enqueued`` never goes down."""
     return _rt.current().stats()
 
 

@@ -25,13 +25,27 @@ _monotonic = time.monotonic
 class ProviderQueue:
     """Events waiting for one provider. ``cap`` bounds queued plus held events."""
 
-    __slots__ = ("_lock", "_log_after", "cap", "drop_oldest", "dropped", "evicted", "held", "items", "name")
+    __slots__ = (
+        "_lock",
+        "_log_after",
+        "cap",
+        "drop_oldest",
+        "dropped",
+        "enqueued",
+        "evicted",
+        "held",
+        "items",
+        "name",
+    )
 
     def __init__(self, name: str, cap: int, *, drop_oldest: bool = False) -> None:
         self.name = name
         self.cap = cap
         self.drop_oldest = drop_oldest
         self.items: deque[Event] = deque()
+        #: Every event offered, the refused ones included; only grows. Written by one thread at a time
+        #: (the runtime's admit lock), read by ``stats()`` on any thread without a lock.
+        self.enqueued = 0
         #: Events taken by the dispatcher and not yet delivered or failed (written by it only).
         self.held = 0
         #: Events pushed out by the drop-oldest policy (they count as finished for ``flush``).
@@ -44,6 +58,9 @@ class ProviderQueue:
     def offer(self, event: Event) -> int:
         """Queue ``event``; returns the new queue length, or 0 when the event was dropped."""
         items = self.items
+        # Counted before the event can be taken and finished: ``stats()`` reads the finished counters
+        # first and this one last, so what it derives as still queued is never negative.
+        self.enqueued += 1
         if len(items) + self.held < self.cap:
             items.append(event)
             return len(items)
@@ -53,6 +70,7 @@ class ProviderQueue:
         """Queue ``events`` in order (one C call when all fit); returns the new queue length."""
         items = self.items
         if len(items) + self.held + len(events) <= self.cap:
+            self.enqueued += len(events)  # before the dispatcher can take them (see ``offer``)
             items.extend(events)
         else:
             for event in events:  # the overflow policy decides, event by event

@@ -36,6 +36,10 @@ TICK = 0.05
 #: How often ``flush`` checks that the dispatcher thread is still alive while it waits.
 _FLUSH_SLICE = 0.1
 
+#: How long ``stop`` waits past its deadline for the thread to count what it could not deliver and
+#: end (cancelling deliveries and writing the rest to a spool take a moment).
+STOP_MARGIN = 1.0
+
 #: What the HTTP clients import only on first use: the dispatcher's client and first connection
 #: (``encodings.idna``: the first host name looked up).
 _LAZY_HTTP_MODULES = (
@@ -108,6 +112,13 @@ class Dispatcher:
         self._start_lock = threading.Lock()
         #: ``stop`` was called: ``start`` refuses from then on, even when no thread ran yet.
         self._stopped = False
+        #: The deadline of the stop ``stop`` asked for (under ``_start_lock``): a thread not serving
+        #: yet begins the stop itself as soon as it is (see ``_serve``).
+        self._stop_at: float | None = None
+        #: The loop takes ``call_soon_threadsafe`` callbacks from now on (under ``_start_lock``).
+        self._serving = False
+        #: Set by the thread once it has counted what it could not deliver, or has ended.
+        self._counted = threading.Event()
         self._waiters: list[_FlushWaiter] = []
         self._stopping = False
         self._stop_deadline = float("inf")
@@ -184,18 +195,40 @@ class Dispatcher:
 
         A dispatcher stopped before it started never starts: its runtime was shut down (a
         ``configure()`` on another thread replaced it) and a thread started now would outlive it.
+
+        The stop is recorded whether or not the thread is serving yet: it takes about 30 ms to start
+        (a TLS context), more than ``timeout`` may allow (``shutdown(0)``, a small ``shutdown_timeout``
+        at exit), and a thread left with no stop request would die with the process holding its
+        events, neither delivered nor counted. A thread not serving yet begins the stop itself as soon
+        as it is; whatever is left at the deadline is counted as ``shutdown`` and logged.
         """
+        deadline = self._clock() + timeout
         with self._start_lock:
             self._stopped = True
             thread = self._thread
+            if self._stop_at is None or deadline < self._stop_at:
+                self._stop_at = deadline
+            deadline = self._stop_at
+            loop = self._loop if self._serving else None
         if thread is None:  # no thread will ever take what a full intake moved into the queues
             return sum(lane.stop_everything() for lane in self.lanes)
-        if self._ready.wait(timeout) and self._loop is not None:
-            deadline = self._clock() + timeout
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._begin_stop, deadline)
-        thread.join(timeout + 1.0)
-        return sum(lane.dropped.get("shutdown", 0) for lane in self.lanes)
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the thread ended already
+                loop.call_soon_threadsafe(self._begin_stop, deadline)
+        thread.join(max(0.0, deadline - self._clock()) + STOP_MARGIN)
+        given_up = sum(lane.dropped.get("shutdown", 0) for lane in self.lanes)
+        if not self._counted.is_set():
+            # Stuck (a start-up that never ends, a provider blocking the loop): the thread may still
+            # count these later, but the process may end first. Never silently: log what is at stake.
+            left = sum(lane.snapshot()["queued"] for lane in self.lanes)
+            logger.error(
+                "evmiddleware: the dispatcher did not stop within %.1f s of its deadline; "
+                "%d event(s) not delivered yet may be lost",
+                STOP_MARGIN,
+                left,
+            )
+            given_up += left
+        return given_up
 
     # -- dispatcher thread ---------------------------------------------------------------------
     def _run(self) -> None:
@@ -209,6 +242,7 @@ class Dispatcher:
                 lane.stop_everything("dispatcher_error")
         finally:
             self._ready.set()  # whoever waits for the start (flush, stop, settle) need not wait longer
+            self._counted.set()  # nothing is left for this thread to count
             # However the thread ends, no flush() waits for it any longer (the loop is gone: this
             # thread is the only one that touches the waiters).
             for waiter in list(self._waiters):
@@ -239,7 +273,12 @@ class Dispatcher:
         self._wakes = {lane.name: asyncio.Event() for lane in self.lanes}
         async with self._open_client() as client:
             self._client = client
+            with self._start_lock:  # against ``stop``: either it sees us serving, or we see its stop
+                self._serving = True
+                stop_at = self._stop_at
             self._ready.set()
+            if stop_at is not None:  # stopped while we started: ``stop`` left the stop to us
+                self._begin_stop(stop_at)
             tasks = [asyncio.create_task(self._lane_loop(lane)) for lane in self.lanes]
             await self._until_stopped(tasks)
         if self._spool is not None:
@@ -291,6 +330,7 @@ class Dispatcher:
             logger.error(
                 "evmiddleware: stopped with %d event(s) not delivered (counted as 'shutdown')", given_up
             )
+        self._counted.set()  # ``stop`` need not wait for the clients to close
         self._check_waiters()
         for waiter in list(self._waiters):
             self._release(waiter)
@@ -325,7 +365,9 @@ class Dispatcher:
 
     def _begin_stop(self, deadline: float) -> None:
         self._stopping = True
-        self._stop_deadline = deadline
+        # The earliest: a second stop() asked for a later one than the first's, or a later callback
+        # came after we began the stop ourselves (see ``_serve``).
+        self._stop_deadline = min(self._stop_deadline, deadline)
         self._wake_all()
 
     @property

@@ -57,12 +57,14 @@ def _deliver_bounded() -> None:
     from . import runtime as _rt
 
     runtime = _rt.peek()
-    if runtime is None or runtime.closed:
+    if runtime is None:
         return
-    timeout = runtime.settings.shutdown_timeout
+    # Not skipped when a shutdown is under way on another thread: api.shutdown waits for that one,
+    # and the default action that follows ends the process, and that shutdown with it.
+    timeout = max(runtime.settings.shutdown_timeout, runtime.shutdown_left())
     worker = threading.Thread(target=api.shutdown, args=(timeout,), name="evmiddleware-sigterm", daemon=True)
     worker.start()
-    worker.join(timeout + 1.0)
+    worker.join(timeout + _rt._EXIT_MARGIN)  # that shutdown may count its leftovers that long past it
 
 
 def install_signal_handler() -> bool:

@@ -13,22 +13,23 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from ._log import hide_in_http_logs, limited, logger
 from .buffer import ProviderQueue
 from .config import Settings, load_settings
-from .dispatcher import Dispatcher
+from .dispatcher import STOP_MARGIN, Dispatcher
 from .errors import EventError
 from .events import Event, refill_ids, request_event
-from .lane import Lane
+from .lane import Lane, ProviderStats
 from .signals import event_dropped, notify, receiver_errors_snapshot
 from .spool import check_spool, close_for_fork
 from .spool import fork_guard as spool_fork_guard
 
-__all__ = ["Runtime", "current", "replace", "peek"]
+__all__ = ["ProviderStats", "Runtime", "Stats", "current", "flush", "peek", "replace"]
 
 _UTC = dt.timezone.utc
 _fromtimestamp = dt.datetime.fromtimestamp
@@ -51,6 +52,27 @@ TrackRecord = tuple[
 #: The intake, in the order callers queued them: requests' records (7 items), ``track()``'s records
 #: (8) and events built on the caller's thread (an :class:`Event`, 9).
 Record = RequestRecord | TrackRecord | Event
+
+
+class Stats(TypedDict):
+    """What ``stats()`` returns."""
+
+    #: Per provider, in the configured order.
+    providers: dict[str, ProviderStats]
+    #: Events refused before reaching any provider, by reason.
+    dropped: dict[str, int]
+    #: Events tracked and not yet handed to the providers' queues (the dispatcher does that within a
+    #: tick): counted in no provider's ``enqueued`` yet, so that counter never goes down (one of them
+    #: may still be refused, and would then count in ``dropped`` above instead).
+    waiting: int
+    #: Failures inside request capture, by where they happened (``evmiddleware.capture.errors()``).
+    capture_errors: dict[str, int]
+    #: Spool operations that failed.
+    spool_errors: int
+    #: Exceptions raised by signal receivers, by signal.
+    receiver_errors: dict[str, int]
+    #: Tracking is off (``disabled``, or no provider configured).
+    disabled: bool
 
 
 class Runtime:
@@ -98,6 +120,10 @@ class Runtime:
         self._admit_lock = threading.RLock()
         self.closed = False
         self._closed_reason = "shut_down"
+        #: When the first ``shutdown`` gives up (``time.monotonic()``); ``None`` before it (under ``_lock``).
+        self._shutdown_deadline: float | None = None
+        #: Set when the first ``shutdown`` is over: its events delivered, or counted and logged.
+        self._shut_down = threading.Event()
         if settings.spool and not self.disabled and check_spool_file:
             check_spool(settings.spool)
         hide_in_http_logs(secret for provider in settings.providers for secret in provider.secrets())
@@ -111,11 +137,12 @@ class Runtime:
         if not self.disabled and not self.closed:
             self.dispatcher.start()
 
-    def submit(self, event: Event) -> None:
-        """Queue an event built on the caller's thread, behind the records queued before it."""
+    def submit(self, event: Event) -> bool:
+        """Queue an event built on the caller's thread, behind the records queued before it; False when
+        it was dropped instead (the pipeline is closed: counted and logged)."""
         if self.closed:
             self.drop(event, self._closed_reason)
-            return
+            return False
         intake = self.intake
         if len(intake) >= self.max_queue:
             # The dispatcher has fallen behind: move what waits into the providers' queues now, in
@@ -127,6 +154,7 @@ class Runtime:
             dispatcher.start()
         elif len(intake) == self._nudge_at:
             dispatcher.nudge()
+        return True
 
     def admit(self) -> None:
         """Dispatcher thread (or a caller that found the intake full): turn the intake's records into
@@ -226,29 +254,67 @@ class Runtime:
             return True
         return self.dispatcher.flush(timeout)
 
-    def shutdown(self, timeout: float | None) -> None:
-        self.closed = True
-        self.takes_records = False
+    def shutdown(self, timeout: float | None, *, wait: float | None = None) -> bool:
+        """Deliver what can be delivered within ``timeout`` (``None``: ``shutdown_timeout``), count and
+        log the rest, and stop. True once that is over.
+
+        Called while another thread's shutdown is under way, it waits for that one to be over, at most
+        ``wait`` seconds (default: ``timeout``), and returns whether it is: ``closed`` is set as that
+        one begins, long before its events are delivered or counted, and a caller that returned at once
+        and then ended the process (the ``atexit`` handler does) would lose them silently.
+        """
+        seconds = self.settings.shutdown_timeout if timeout is None else timeout
+        with self._lock:
+            first = self._shutdown_deadline is None
+            if first:
+                self._shutdown_deadline = time.monotonic() + seconds
+            self.closed = True
+            self.takes_records = False
+        if not first:
+            return self._shut_down.wait(seconds if wait is None else wait)
         given_up = 0
         try:
-            given_up = self.dispatcher.stop(self.settings.shutdown_timeout if timeout is None else timeout)
+            given_up = self.dispatcher.stop(seconds)
         finally:
-            # The dispatcher admits every record on its way out; one appended in the very last
-            # instant (its request saw the runtime still open) is counted, never left behind
-            # silently, and so is all of it when stop() itself failed.
-            given_up += self._drop_intake("shutdown")
+            try:
+                # The dispatcher admits every record on its way out; one appended in the very last
+                # instant (its request saw the runtime still open) is counted, never left behind
+                # silently, and so is all of it when stop() itself failed.
+                given_up += self._drop_intake("shutdown")
+            finally:
+                self._shut_down.set()
         if given_up:
             logger.error("evmiddleware: %d event(s) could not be delivered before shutdown", given_up)
+        return True
 
-    def stats(self) -> dict[str, Any]:
+    def shutdown_left(self) -> float:
+        """Seconds until a shutdown under way gives up (0 when none is)."""
+        deadline = self._shutdown_deadline
+        return 0.0 if deadline is None or self._shut_down.is_set() else max(0.0, deadline - time.monotonic())
+
+    def wait_shut_down(self, timeout: float | None) -> bool:
+        """Wait, up to ``timeout``, for the first ``shutdown`` to be over; whether it is."""
+        return self._shut_down.wait(timeout)
+
+    def undelivered(self) -> int:
+        """Events finished without being delivered so far (refused, dropped, left in the spool); only
+        grows. Read on any thread, like ``stats()``."""
+        with self._lock:
+            count = sum(self.dropped.values())
+        for lane in self.lanes:
+            row = lane.snapshot()
+            count += row["rejected"] + sum(row["dropped"].values()) + row["left_in_spool"]
+        return count
+
+    def stats(self) -> Stats:
+        """Counters; safe to call on any thread while the dispatcher works (see ``Lane.snapshot``)."""
         with self._lock:
             dropped = dict(self.dropped)
         capture = sys.modules.get("evmiddleware.capture")  # only when a middleware is in use
-        waiting = len(self.intake)  # events not handed to the providers' queues yet: for each one
-        providers = {lane.name: lane.snapshot(waiting) for lane in self.lanes}
         return {
-            "providers": providers,
+            "providers": {lane.name: lane.snapshot() for lane in self.lanes},
             "dropped": dropped,
+            "waiting": len(self.intake),
             "capture_errors": capture.errors() if capture is not None else {},
             "spool_errors": self.dispatcher.spool_errors,
             "receiver_errors": receiver_errors_snapshot(),
@@ -259,6 +325,13 @@ class Runtime:
 _runtime: Runtime | None = None
 _lock = threading.RLock()
 _hooks_installed = False
+#: Runtimes ``configure()`` replaced and is still shutting down, each with its ``undelivered()`` count
+#: when it was replaced (under ``_lock``). Their events were tracked before anything that sees the new
+#: runtime: ``flush()`` and the exit wait for them too.
+_retiring: dict[Runtime, int] = {}
+#: How much longer than ``shutdown_timeout`` the exit waits for a shutdown another thread began: that
+#: one may wait ``STOP_MARGIN`` past its own deadline for the dispatcher to count what is left.
+_EXIT_MARGIN = STOP_MARGIN + 0.5
 
 
 def peek() -> Runtime | None:
@@ -282,16 +355,45 @@ def current() -> Runtime:
 
 
 def replace(overrides: Mapping[str, Any]) -> Runtime:
-    """``configure()``: validate first (a bad call leaves the old pipeline running), then swap."""
+    """``configure()``: validate first (a bad call leaves the old pipeline running), then swap.
+
+    The old runtime delivers its events after the swap: until that is over it stays in ``_retiring``,
+    so that a ``flush()`` meanwhile waits for them rather than answer for the new, empty runtime.
+    """
     runtime = Runtime(load_settings(overrides))
     with _lock:
         old = _runtime
         _install(runtime)
+        if old is not None:
+            _retiring[old] = old.undelivered()
     if old is not None:
-        old.shutdown(old.settings.shutdown_timeout)
+        try:
+            old.shutdown(old.settings.shutdown_timeout)
+        finally:
+            with _lock:
+                _retiring.pop(old, None)
     if runtime.settings.spool:
         runtime.start()  # what a previous process left in the spool goes out now
     return runtime
+
+
+def flush(timeout: float | None) -> bool:
+    """``flush()``: every event tracked before the call finished; True if all were delivered.
+
+    That includes the events of runtimes ``configure()`` is still shutting down: waited for within the
+    same ``timeout``, and False when one of them gave up on an event since it was replaced.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _lock:  # the runtime and the retiring ones as replace() left them together
+        runtime = _runtime
+        retiring = list(_retiring.items())
+    for old, undelivered in retiring:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not old.wait_shut_down(left) or old.undelivered() != undelivered:
+            return False
+    if runtime is None:
+        return True
+    return runtime.flush(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
 def _install(runtime: Runtime) -> None:
@@ -307,9 +409,26 @@ def _install(runtime: Runtime) -> None:
 
 
 def _at_exit() -> None:
+    """Shut the runtime down, and wait for every shutdown other threads have under way (the
+    runtimes ``configure()`` is replacing, a ``shutdown()`` on another thread): the process ends
+    after this, and with it their dispatchers (daemon threads) and whatever they still hold.
+
+    Each is waited for up to ``shutdown_timeout`` or until its own deadline, whichever is later, plus
+    ``_EXIT_MARGIN``; one that is still not over is logged with what it had not finished.
+    """
+    runtimes = list(_retiring)  # list(): one C call, whole, while configure() may change it
     runtime = _runtime
-    if runtime is not None and not runtime.closed:
-        runtime.shutdown(None)
+    if runtime is not None and runtime not in runtimes:
+        runtimes.insert(0, runtime)  # first: the retiring ones keep delivering on their threads meanwhile
+    for each in runtimes:
+        wait = max(each.settings.shutdown_timeout, each.shutdown_left()) + _EXIT_MARGIN
+        if not each.shutdown(None, wait=wait):
+            left = sum(row["queued"] for row in each.stats()["providers"].values()) + len(each.intake)
+            logger.error(
+                "evmiddleware: exiting before a shutdown under way finished; %d event(s) not delivered "
+                "yet may be lost",
+                left,
+            )
 
 
 _fork_guarded = False
@@ -337,9 +456,10 @@ def _release_fork_guard() -> None:
 
 def _after_fork_in_child() -> None:
     """The child starts empty: the parent's queue and thread stay the parent's."""
-    global _runtime, _lock
+    global _runtime, _lock, _retiring
     _release_fork_guard()
     _lock = threading.RLock()  # the parent's may have been held by another thread at fork time
+    _retiring = {}  # the parent's, shut down by the parent's threads: none of them runs here
     if _runtime is not None:
         # The parent checked the spool file; the child's dispatcher opens it (memory only if it cannot).
         _runtime = Runtime(_runtime.settings, check_spool_file=False)

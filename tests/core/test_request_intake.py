@@ -71,10 +71,18 @@ def parked_dispatcher(monkeypatch: pytest.MonkeyPatch) -> rt.Runtime:
     return runtime
 
 
-def test_records_waiting_count_as_queued_for_every_provider(parked_dispatcher: rt.Runtime) -> None:
+def test_records_waiting_show_in_stats_then_count_for_every_provider_once_admitted(
+    parked_dispatcher: rt.Runtime,
+) -> None:
     record_request_event(request_ctx(), "http_request", dict, props())
-    assert evmiddleware.stats()["providers"]["memory"]["queued"] == 1
-    assert evmiddleware.stats()["providers"]["memory"]["enqueued"] == 1
+    # Not a provider's yet: the dispatcher may still refuse it (counted in "dropped" then), and a
+    # provider's "enqueued" never goes down.
+    stats = evmiddleware.stats()
+    assert (stats["waiting"], stats["providers"]["memory"]["enqueued"]) == (1, 0)
+    parked_dispatcher.admit()
+    stats = evmiddleware.stats()
+    assert stats["waiting"] == 0
+    assert (stats["providers"]["memory"]["queued"], stats["providers"]["memory"]["enqueued"]) == (1, 1)
 
 
 def test_a_full_intake_is_moved_to_the_queues_by_the_caller_in_order(parked_dispatcher: rt.Runtime) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import fastapi
 import flask
 
+import evmiddleware
 from evmiddleware.asgi import EventMiddleware as ASGIMiddleware
 from evmiddleware.wsgi import EventMiddleware as WSGIMiddleware
 from evmiddleware_fastapi import EventTracking as FastAPITracking
@@ -61,3 +62,7 @@ FastAPITracking(fastapi.FastAPI(), consent=consent_of_scope)  # expect: arg-type
 ASGIMiddleware(sync_asgi_app)  # expect: arg-type
 WSGIMiddleware(wsgi_without_start_response)  # expect: arg-type
 ASGIMiddleware(app=asgi_app)  # expect: call-arg
+
+
+# stats() is typed: the counters are under "providers", not at the top.
+evmiddleware.stats()["memory"]  # expect: typeddict-item
