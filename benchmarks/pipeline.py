@@ -144,7 +144,8 @@ def open_library(name: str, url: str, *, queue_cap: int, interval: float) -> Lib
             return track, (e.name, e.properties), {"user_id": e.user_id, "anonymous_id": e.anonymous_id}
 
         def ours_queued() -> int:
-            return int(evmiddleware.stats()["providers"]["flokit"]["queued"])
+            counters = evmiddleware.stats()  # records not admitted yet are "waiting", apart
+            return int(counters["providers"]["flokit"]["queued"] + counters["waiting"])
 
         return Library(
             ours, ours_queued, lambda: evmiddleware.shutdown(30.0), lambda: evmiddleware.flush(60.0)
