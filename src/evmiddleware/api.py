@@ -237,6 +237,9 @@ def track(
             except IndexError:  # another thread took the last one since the test
                 event_id = next(_ev._ids)
             intake.append((event_id, clean_name, user_id, anonymous_id, _time(), copied, context, aliases))
+            if runtime.finished:  # shut down since the test above: nothing would take the record
+                runtime.drop_late()
+                return None
             dispatcher = runtime.dispatcher
             if dispatcher._thread is None:  # ``not dispatcher.started``, without the property's call
                 dispatcher.start()
@@ -517,6 +520,9 @@ def record_request_event(
     # holds is touched, and freed, by the dispatcher thread on another core.
     aliases = ctx.aliases or _NONE
     intake.append((name, ctx.user_id, ctx.anonymous_id, _time(), properties, source, aliases))
+    if runtime.finished:  # shut down since the test above: nothing would take the record
+        runtime.drop_late()
+        return
     dispatcher = runtime.dispatcher
     if dispatcher._thread is None:  # ``not dispatcher.started``, without the property's call
         dispatcher.start()

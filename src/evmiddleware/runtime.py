@@ -120,6 +120,11 @@ class Runtime:
         self._admit_lock = threading.RLock()
         self.closed = False
         self._closed_reason = "shut_down"
+        #: Set just before the intake is emptied for the last time (the end of a shutdown, a dead
+        #: dispatcher): a caller that passed the ``takes_records`` test before ``closed`` was set may
+        #: append a record after that, which nothing would ever take. Each appending path tests this
+        #: after its append and counts such a record itself (``drop_late``).
+        self.finished = False
         #: When the first ``shutdown`` gives up (``time.monotonic()``); ``None`` before it (under ``_lock``).
         self._shutdown_deadline: float | None = None
         #: Set when the first ``shutdown`` is over: its events delivered, or counted and logged.
@@ -149,6 +154,9 @@ class Runtime:
             # order, so their overflow policy decides what is dropped (the newest by default).
             self.admit()
         intake.append(event)
+        if self.finished:  # shut down between the test above and the append: see ``finished``
+            self.drop_late()
+            return False
         dispatcher = self.dispatcher
         if dispatcher._thread is None:  # ``not dispatcher.started``, without the property's call
             dispatcher.start()
@@ -217,6 +225,11 @@ class Runtime:
                     nudge = True
         return nudge
 
+    def drop_late(self) -> None:
+        """A record appended after the intake was emptied for the last time (``finished``): counted
+        as tracked after the shutdown, as ``track()`` counts one once ``closed`` is seen."""
+        self._drop_intake(self._closed_reason)
+
     def _drop_intake(self, reason: str) -> int:
         """Count what is still in ``intake`` as dropped (the dispatcher will never build it)."""
         count = 0
@@ -233,6 +246,7 @@ class Runtime:
         self._closed_reason = "dispatcher_error"
         self.closed = True
         self.takes_records = False
+        self.finished = True
         self._drop_intake("dispatcher_error")
 
     def drop(self, event: Event | None, reason: str, detail: str = "") -> None:
@@ -279,7 +293,9 @@ class Runtime:
             try:
                 # The dispatcher admits every record on its way out; one appended in the very last
                 # instant (its request saw the runtime still open) is counted, never left behind
-                # silently, and so is all of it when stop() itself failed.
+                # silently, and so is all of it when stop() itself failed. One appended after this
+                # sees ``finished`` and counts itself.
+                self.finished = True
                 given_up += self._drop_intake("shutdown")
             finally:
                 self._shut_down.set()

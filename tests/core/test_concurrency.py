@@ -456,3 +456,46 @@ def test_stats_is_typed_with_the_keys_it_has(memory_sink: MemorySink) -> None:
     stats = evmiddleware.stats()
     assert set(stats) == set(api.Stats.__required_keys__)
     assert set(stats["providers"]["memory"]) == set(api.ProviderStats.__required_keys__)
+
+
+# -- a record appended after the last time the intake was emptied ----------------------------------
+def _append_after_the_shutdown(runtime: rt.Runtime, append: Callable[[], object]) -> object:
+    """``append`` as a caller that passed the ``takes_records`` test just before ``shutdown()`` began
+    and was paused until it had ended: the test is made to pass again, nothing else is changed."""
+    runtime.takes_records = True
+    try:
+        return append()
+    finally:
+        runtime.takes_records = False
+
+
+@pytest.mark.parametrize("path", ["track", "request event", "built event"])
+def test_a_record_appended_after_the_shutdown_ended_is_counted_not_left_behind(path: str) -> None:
+    sink = MemorySink()
+    evmiddleware.configure(providers=[sink])
+    runtime = rt.peek()
+    assert runtime is not None
+    evmiddleware.track("warm", user_id="u")  # the name is known: track() takes its fast path
+    evmiddleware.shutdown(5)
+    assert runtime.finished and not runtime.intake
+
+    if path == "track":
+        result = _append_after_the_shutdown(runtime, lambda: evmiddleware.track("warm", user_id="u"))
+        assert result is None  # dropped, as its docstring says
+    elif path == "request event":
+        ctx = RequestContext("anon-1")
+        _append_after_the_shutdown(
+            runtime, lambda: record_request_event(ctx, "http_request", lambda _: {"path": "/"}, None)
+        )
+    else:
+        event = make_event(
+            "built", None, user_id="u", anonymous_id=None, max_depth=10, max_bytes=32768, on_drop=print
+        )
+        runtime.closed = False  # submit()'s own test passed too
+        assert runtime.submit(event) is False
+        runtime.closed = True
+
+    # Before: the record stayed in the intake of a runtime nothing would ever drain again.
+    assert not runtime.intake
+    assert evmiddleware.stats()["dropped"] == {"shut_down": 1}
+    assert [e.name for e in sink.events] == ["warm"]
