@@ -35,6 +35,7 @@ from evmiddleware.lane import Lane
 from evmiddleware.providers.base import OK, Batch, Limits, SendResult
 from evmiddleware.providers.sinks import MemorySink
 from evmiddleware.signals import event_dropped
+from tests.core.builders import an_event
 from tests.core.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,15 +66,7 @@ class Held(MemorySink):
 
 
 def event(number: int = 0) -> Event:
-    return make_event(
-        "e",
-        {"n": number},
-        user_id="u",
-        anonymous_id=None,
-        max_depth=5,
-        max_bytes=10_000,
-        on_drop=lambda key, why: None,
-    )
+    return an_event(number, "n")
 
 
 def accounted(runtime: rt.Runtime, provider: str) -> int:

@@ -13,22 +13,15 @@ import evmiddleware
 from evmiddleware import cli
 from evmiddleware.api import record_request_event
 from evmiddleware.context import RequestContext
-from evmiddleware.events import make_event
+from evmiddleware.events import Event
 from evmiddleware.spool import Spool, summarize
+from tests.core.builders import an_event
 from tests.core.waiting import wait_for
 from tests.httpserver import Answer, RecordingServer
 
 
-def ev(i: int = 0):
-    return make_event(
-        "e",
-        {"i": i},
-        user_id="u",
-        anonymous_id=None,
-        max_depth=10,
-        max_bytes=10_000,
-        on_drop=lambda k, w: None,
-    )
+def ev(i: int = 0) -> Event:
+    return an_event(i)
 
 
 def rows(path) -> int:
