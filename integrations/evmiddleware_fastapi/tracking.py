@@ -80,7 +80,7 @@ class _Middleware(EventMiddleware):
     """The ASGI middleware with the ``Capture`` built once, by ``EventTracking(app)``: Starlette builds
     its middleware stack only at the first request or lifespan, too late to refuse bad options."""
 
-    def __init__(self, app: ASGIApp, /, *, capture: Capture) -> None:
+    def __init__(self, app: ASGIApp, *, capture: Capture) -> None:  # app=...: Starlette < 0.35 passes it so
         self.app = app
         self.capture = capture
 

@@ -28,7 +28,7 @@ from . import capture as _capture
 from .capture import Capture, CaptureOptions, RequestState, _failed, add_route_reader, sets_cookie
 from .capture_options import refuse_async
 from .context import _current
-from .lifecycle import ASGIApp, Message, Receive, Send, install_signal_handler, run_lifespan
+from .lifecycle import ASGIApp, Message, Receive, Send, install_signal_handler, run_lifespan, wrapped_app
 
 # The ContextVar's own methods: context.enter/leave would add two Python calls per use.
 _enter, _leave = _current.set, _current.reset
@@ -56,8 +56,10 @@ class EventMiddleware:
     """
 
     # ``app`` is positional-only, as Starlette's ``add_middleware`` and ``Middleware`` declare it.
-    def __init__(self, app: ASGIApp, /, options: CaptureOptions | None = None, **overrides: Any) -> None:
-        self.app = app
+    def __init__(
+        self, app: ASGIApp | None = None, /, options: CaptureOptions | None = None, **overrides: Any
+    ) -> None:
+        self.app = wrapped_app(app, overrides)  # app=...: old Starlette's add_middleware passes it so
         self.capture = Capture(options, **overrides)
         refuse_async("user_id_resolver", self.capture.options.user_id_resolver)
         if self.capture.options.install_signal_handler:

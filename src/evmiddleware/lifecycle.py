@@ -20,7 +20,7 @@ import signal
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from . import api
 from ._log import logger
@@ -147,3 +147,18 @@ async def run_lifespan(app: ASGIApp, scope: Scope, receive: Receive, send: Send,
             await flush_off_loop(timeout)
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+_App = TypeVar("_App")
+
+
+def wrapped_app(app: _App | None, overrides: dict[str, Any]) -> _App:
+    """The app a middleware wraps: given first, or as ``app=``, which Starlette before 0.35 (FastAPI's
+    oldest supported release) passes, building middleware as ``cls(app=app, **options)``. The signature
+    makes it positional-only, with a default, so that type checkers match the middleware against
+    Starlette's current protocol (``app, /, ...``) while that keyword still lands in ``overrides``."""
+    if app is None:
+        app = overrides.pop("app", None)
+    if app is None:
+        raise TypeError("the middleware needs the app it wraps, as its first argument")
+    return app

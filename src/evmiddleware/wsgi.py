@@ -25,7 +25,7 @@ from typing import Any, Optional
 from .capture import Capture, CaptureOptions, RequestState, sets_cookie
 from .capture_options import refuse_async
 from .context import _current
-from .lifecycle import install_signal_handler
+from .lifecycle import install_signal_handler, wrapped_app
 
 # The ContextVar's own method: context.enter would add a Python call.
 _enter = _current.set
@@ -53,8 +53,10 @@ class EventMiddleware:
         app.wsgi_app = EventMiddleware(app.wsgi_app, exclude_paths=("/health",))
     """
 
-    def __init__(self, app: WSGIApp, /, options: CaptureOptions | None = None, **overrides: Any) -> None:
-        self.app = app
+    def __init__(
+        self, app: WSGIApp | None = None, /, options: CaptureOptions | None = None, **overrides: Any
+    ) -> None:
+        self.app = wrapped_app(app, overrides)  # app=...: old Starlette's add_middleware passes it so
         self.capture = Capture(options, **overrides)
         refuse_async("user_id_resolver", self.capture.options.user_id_resolver)
         if self.capture.options.install_signal_handler:

@@ -1015,3 +1015,18 @@ def test_apps_built_again_with_the_same_endpoint_get_their_own_templates(tracked
         app = EventMiddleware(Starlette(routes=[Route(f"/{prefix}/{{item_id}}", item)]))
         run_asgi(app, http_scope(f"/{prefix}/7"))
         assert request_events(tracked)[-1].properties["route"] == f"/{prefix}/{{item_id}}"
+
+
+async def _answer(scope, receive, send):
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def test_the_app_may_be_given_by_keyword_as_old_starlette_builds_middleware():
+    # Starlette before 0.35 (FastAPI's oldest supported) calls cls(app=app, **options): the signature's
+    # positional-only app (for type checkers) must not refuse it.
+    wrapped = EventMiddleware(app=_answer, install_signal_handler=False)
+    assert wrapped.app is _answer
+    assert EventMiddleware(_answer, install_signal_handler=False).app is _answer
+    with pytest.raises(TypeError, match="app it wraps"):
+        EventMiddleware(install_signal_handler=False)

@@ -430,3 +430,9 @@ def test_an_app_that_sets_the_visitors_cookie_itself_keeps_its_value():
     assert set_cookies(headers) == ["ev_anon_id=known-visitor; Path=/"]
     _, headers, _ = call(EventMiddleware(app_with("theme=dark")))
     assert [value.split("=")[0] for value in set_cookies(headers)] == ["theme", "ev_anon_id"]
+
+
+def test_the_app_may_be_given_by_keyword_too():
+    assert EventMiddleware(app=raw_app, install_signal_handler=False).app is raw_app
+    with pytest.raises(TypeError, match="app it wraps"):
+        EventMiddleware(install_signal_handler=False)

@@ -61,7 +61,6 @@ FlaskTracking(flask.Flask("d"), route_resolver=route_as_int)  # expect: arg-type
 FastAPITracking(fastapi.FastAPI(), consent=consent_of_scope)  # expect: arg-type
 ASGIMiddleware(sync_asgi_app)  # expect: arg-type
 WSGIMiddleware(wsgi_without_start_response)  # expect: arg-type
-ASGIMiddleware(app=asgi_app)  # expect: call-arg
 
 
 # stats() is typed: the counters are under "providers", not at the top.
