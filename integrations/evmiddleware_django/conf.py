@@ -32,7 +32,7 @@ __all__ = [
     "capture",
     "config",
     "known_keys",
-    "names_pipeline",
+    "pipeline_of",
     "read",
     "reset",
 ]
@@ -99,12 +99,6 @@ def read(raw: object) -> DjangoConfig:
     return DjangoConfig(options, pipeline, **own)
 
 
-def names_pipeline(raw: object) -> bool:
-    """Whether a value of ``settings.EVMIDDLEWARE`` holds any pipeline setting (what ``configure()``
-    takes: provider keys, ``LOCAL_SINK``, ``SPOOL``, …), valid or not."""
-    return isinstance(raw, Mapping) and any(isinstance(key, str) and key.lower() in _PIPELINE for key in raw)
-
-
 def _imported(key: str, path: str) -> Any:
     try:
         return import_string(path)
@@ -133,25 +127,34 @@ def _read_once() -> DjangoConfig:
     return _config
 
 
-def apply_pipeline() -> DjangoConfig:
-    """The configuration, its pipeline settings applied with ``evmiddleware.configure()`` once per
-    reading of the setting: at app ready (``EvMiddlewareConfig.ready``), else at the first middleware's
-    creation; again only after the setting changed (``override_settings``). Never twice for one
-    reading: a second ``configure()`` would replace the pipeline (the runtime, its queues), and with
-    it whatever the process configured since. Raises :class:`ConfigurationError` for a bad value."""
+def apply_pipeline() -> None:
+    """Apply the setting's pipeline settings with ``evmiddleware.configure()``, once per reading of the
+    setting: at app ready (``EvMiddlewareConfig.ready``), else at the first middleware's creation;
+    again only after the setting changed (``override_settings``). Never twice for one reading: a second
+    ``configure()`` would replace the pipeline (the runtime, its queues), and with it whatever the
+    process configured since. Only the pipeline keys are read here: the middleware's own options and
+    unknown keys are the system checks' to report (and raised when the middleware is created).
+    Raises :class:`ConfigurationError` for a pipeline value ``configure()`` refuses."""
     with _lock:
-        return _applied_once()
+        _apply(pipeline_of(getattr(settings, SETTING, None)))
 
 
-def _applied_once() -> DjangoConfig:
-    """``apply_pipeline()``, the lock held."""
+def pipeline_of(raw: object) -> dict[str, Any]:
+    """The pipeline settings (``configure()``'s) in a value of ``settings.EVMIDDLEWARE``, by their
+    lower-case names; nothing else of it is read or checked."""
+    if not isinstance(raw, Mapping):
+        return {}
+    names = {key: key.lower() for key in raw if isinstance(key, str)}
+    return {name: raw[key] for key, name in names.items() if name in _PIPELINE}
+
+
+def _apply(pipeline: Mapping[str, Any]) -> None:
+    """``configure(**pipeline)`` unless done for this reading of the setting; the lock held."""
     global _applied
-    current = _read_once()
     if not _applied:
-        if current.pipeline:
-            evmiddleware.configure(**current.pipeline)
+        if pipeline:
+            evmiddleware.configure(**pipeline)
         _applied = True
-    return current
 
 
 def capture() -> Capture:
@@ -159,7 +162,8 @@ def capture() -> Capture:
     the pipeline settings from ``EVMIDDLEWARE`` were applied (:func:`apply_pipeline`)."""
     global _capture
     with _lock:
-        current = _applied_once()
+        current = _read_once()
+        _apply(current.pipeline)
         if _capture is None:
             # The middleware runs the user id resolver itself (once, and off the event loop on the
             # async path), so the Capture never calls it.

@@ -121,7 +121,11 @@ class EventMiddleware:
             # Once the last message is on its way (a 5xx then waits for the app's exception) the
             # disconnect is the server's note that the response is complete, which Starlette's
             # streaming and Django's handler listen for. A client that leaves during that send makes
-            # the server's send raise OSError (ASGI spec 2.4): the exception path records it.
+            # the server's send raise OSError (ASGI spec 2.4): the exception path records it. A server
+            # on an older spec (uvicorn says 2.3) returns quietly instead, and a client that resets
+            # while a large last chunk drains is then recorded as served: from here that cannot be
+            # told from a healthy client (uvicorn answers "complete" while the same drain waits), and
+            # calling every such response a disconnect was the worse error.
             if message["type"] == "http.disconnect" and not last_sent:
                 state.disconnected = True
             return message

@@ -404,6 +404,8 @@ def flush(timeout: float | None) -> bool:
         runtime = _runtime
         retiring = list(_retiring.items())
     for old, undelivered in retiring:
+        if threading.current_thread() is old.dispatcher._thread:
+            return False  # a signal receiver on that dispatcher would wait for itself (as Dispatcher.flush)
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         if not old.wait_shut_down(left) or old.undelivered() != undelivered:
             return False

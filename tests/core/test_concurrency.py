@@ -34,7 +34,7 @@ from evmiddleware.http11 import HttpClient
 from evmiddleware.lane import Lane
 from evmiddleware.providers.base import OK, Batch, Limits, SendResult
 from evmiddleware.providers.sinks import MemorySink
-from evmiddleware.signals import event_dropped
+from evmiddleware.signals import batch_sent, event_dropped
 from tests.core.builders import an_event
 from tests.core.waiting import wait_for
 
@@ -492,3 +492,27 @@ def test_a_record_appended_after_the_shutdown_ended_is_counted_not_left_behind(p
     assert not runtime.intake
     assert evmiddleware.stats()["dropped"] == {"shut_down": 1}
     assert [e.name for e in sink.events] == ["warm"]
+
+
+def test_flush_in_a_receiver_on_a_retiring_dispatcher_does_not_wait_for_its_own_shutdown(
+    caplog_evm: pytest.LogCaptureFixture,
+) -> None:
+    # A batch_sent receiver runs on the dispatcher thread. configure() makes the old runtime deliver its
+    # queue as it shuts down; a flush() in the receiver then must not wait for that very shutdown (it
+    # stalled configure() until the stop margin ran out, and logged events as maybe lost).
+    answers: list[bool] = []
+    sink = MemorySink()
+    evmiddleware.configure(providers=[sink], flush_interval=60, shutdown_timeout=2)
+    old = rt.peek()
+
+    def receiver(sender: object, **kwargs: Any) -> None:
+        if threading.current_thread() is old.dispatcher._thread:  # type: ignore[union-attr]
+            answers.append(evmiddleware.flush(5))
+
+    with batch_sent.connected_to(receiver):
+        for number in range(5):
+            evmiddleware.track("e", {"n": number}, user_id="u")
+        evmiddleware.configure(providers=[MemorySink()])
+    assert len(sink.events) == 5  # delivered by the old runtime's shutdown
+    assert answers == [False]  # as Dispatcher.flush answers on its own thread, without waiting
+    assert "did not stop" not in caplog_evm.text
