@@ -17,12 +17,13 @@ from asgiref.sync import iscoroutinefunction as _iscoroutinefunction
 from . import events as _ev
 from . import runtime as _rt
 from ._log import limited
+from ._parse import MAX_SECONDS
 from .context import RequestContext, _current, _looked_up, _lookups
 from .errors import ConfigurationError, EventError
 from .events import MAX_ID_LENGTH, Event, _known_names, build_event, clean_id
 from .events import id_pool as _id_pool
 from .lane import ProviderStats
-from .normalize import flat_copy, normalize_properties
+from .normalize import flat_copy, normalize_properties, warn_dropped_property
 from .runtime import Stats
 from .signals import FAILED, call_receiver, event_tracked
 
@@ -125,7 +126,7 @@ def _emit(
             aliases,
             settings.max_depth,
             settings.max_event_bytes,
-            _rt.warn_dropped_property,
+            warn_dropped_property,
         )
         if event_tracked.receivers:
             vetted = _run_event_tracked(event, settings.max_depth, settings.max_event_bytes)
@@ -164,7 +165,7 @@ def _run_event_tracked(event: Event, max_depth: int, max_bytes: int) -> Event | 
         if isinstance(result, Event):
             if result.properties is not event.properties:
                 properties = normalize_properties(
-                    result.properties, max_depth, max_bytes, _rt.warn_dropped_property
+                    result.properties, max_depth, max_bytes, warn_dropped_property
                 )
                 result = result._replace(properties=properties)
             event = result
@@ -454,10 +455,6 @@ def shutdown(timeout: float | None = None) -> None:
         runtime.shutdown(seconds)
 
 
-#: What an infinite timeout becomes: about 30 years. ``math.inf`` itself overflows a lock's wait.
-_FOREVER = 1e9
-
-
 def _wait_seconds(timeout: float | None, what: str) -> float | None:
     """``timeout`` as the dispatcher takes it; raises ``ValueError``/``TypeError`` for one that is not
     a number of seconds (a programming error, refused before anything is stopped or waited for)."""
@@ -467,7 +464,8 @@ def _wait_seconds(timeout: float | None, what: str) -> float | None:
         raise TypeError(f"{what}() timeout must be a number of seconds or None, not {type(timeout).__name__}")
     if math.isnan(timeout):
         raise ValueError(f"{what}() timeout must be a number of seconds or None, not nan")
-    return min(max(0.0, float(timeout)), _FOREVER)  # negative: no wait at all, as threading takes it
+    # Negative: no wait at all, as threading takes it; inf (which overflows a lock's wait): a year.
+    return min(max(0.0, float(timeout)), MAX_SECONDS)
 
 
 def stats() -> Stats:

@@ -15,8 +15,9 @@ from contextvars import ContextVar, Token
 from typing import Any
 
 from ._log import limited
+from .config import Settings
 from .errors import EventError
-from .normalize import normalize_properties
+from .normalize import normalize_properties, warn_dropped_property
 
 __all__ = ["RequestContext", "add_lookup", "current_request", "request_context", "skip_request"]
 
@@ -108,24 +109,21 @@ def request_context(
         _current.reset(token)
 
 
+#: Request facts are bounded as properties are by default (``max_depth``, ``max_event_bytes``).
+_DEFAULTS = Settings()
+
+
 def _json_safe(facts: dict[str, Any]) -> dict[str, Any]:
     """``facts`` made JSON-safe once, as ``track()`` makes properties: every event of the block
     carries them, and a value no provider can encode would lose each of those events later."""
     if not facts:
         return facts
     try:
-        return normalize_properties(facts, _FACTS_DEPTH, _FACTS_BYTES, _warn_dropped_fact)
+        depth, size = _DEFAULTS.max_depth, _DEFAULTS.max_event_bytes
+        return normalize_properties(facts, depth, size, warn_dropped_property)
     except EventError as exc:
         limited.log(logging.WARNING, "facts", "evmiddleware: request_context facts left out: %s", exc)
         return {}
-
-
-#: Bounds of request_context's facts: the defaults of ``max_depth`` and ``max_event_bytes``.
-_FACTS_DEPTH, _FACTS_BYTES = 10, 32 * 1024
-
-
-def _warn_dropped_fact(key: str, why: str) -> None:
-    limited.log(logging.WARNING, f"fact:{key}", "evmiddleware: request_context fact %r dropped: %s", key, why)
 
 
 def skip_request() -> None:

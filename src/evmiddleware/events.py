@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 from .errors import EventError
-from .normalize import DropCallback, JSONValue, normalize_properties
+from .normalize import DropCallback, JSONValue, encodes_as_utf8, normalize_properties
 
 __all__ = ["Event", "build_event", "id_pool", "make_event", "new_event_id", "refill_ids", "request_event"]
 
@@ -132,11 +132,8 @@ def _check_name(name: object) -> str:
         raise EventError("invalid_name", "event name is empty")
     if len(name) > MAX_NAME_LENGTH:
         raise EventError("invalid_name", f"event name is {len(name)} characters, over {MAX_NAME_LENGTH}")
-    if not name.isascii():
-        try:
-            name.encode()
-        except UnicodeEncodeError:  # a lone surrogate: no provider could be sent it
-            raise EventError("invalid_name", f"event name {name!r} cannot be written as UTF-8") from None
+    if not (name.isascii() or encodes_as_utf8(name)):  # a lone surrogate: no provider could be sent it
+        raise EventError("invalid_name", f"event name {name!r} cannot be written as UTF-8")
     return name
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import math
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -16,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from ._json import dumps
+from ._log import limited
 from .errors import EventError
 
 JSONValue = Any  # str | int | float | bool | None | list[JSONValue] | dict[str, JSONValue]
@@ -30,6 +32,11 @@ _DROP = object()
 
 DropCallback = Callable[[str, str], None]
 """Called with (dotted key, why) for each value that was dropped."""
+
+
+def warn_dropped_property(key: str, why: str) -> None:
+    """The library's :data:`DropCallback`: a warning naming the key (rate-limited per key)."""
+    limited.log(logging.WARNING, f"property:{key}", "evmiddleware: property %r dropped: %s", key, why)
 
 
 def normalize_properties(
@@ -70,7 +77,7 @@ def flat_copy(properties: Mapping[str, Any] | None, max_bytes: int) -> dict[str,
         if kind is str:
             size += len(value)
             # isascii() is a flag test; anything else must encode as UTF-8 (a lone surrogate cannot)
-            if not value.isascii() and not _utf8_ok(value):
+            if not value.isascii() and not encodes_as_utf8(value):
                 return None
         elif kind is int:
             if not _INT_MIN <= value < _INT_MAX:
@@ -85,12 +92,12 @@ def flat_copy(properties: Mapping[str, Any] | None, max_bytes: int) -> dict[str,
     # A character takes at most 6 bytes of JSON (a control character is written \u0001): measure
     # exactly only when that bound passes the limit. The keys' characters in one C call.
     keys = _join(copied)
-    if (size + len(keys)) * 6 > max_bytes or not (keys.isascii() or _utf8_ok(keys)):
+    if (size + len(keys)) * 6 > max_bytes or not (keys.isascii() or encodes_as_utf8(keys)):
         return None
     return copied
 
 
-def _utf8_ok(text: str) -> bool:
+def encodes_as_utf8(text: str) -> bool:
     try:
         text.encode()
     except UnicodeEncodeError:

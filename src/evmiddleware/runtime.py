@@ -25,6 +25,7 @@ from .dispatcher import STOP_MARGIN, Dispatcher
 from .errors import EventError
 from .events import Event, refill_ids, request_event
 from .lane import Lane, ProviderStats
+from .normalize import warn_dropped_property
 from .signals import event_dropped, notify, receiver_errors_snapshot
 from .spool import check_spool, close_for_fork
 from .spool import fork_guard as spool_fork_guard
@@ -34,10 +35,6 @@ __all__ = ["ProviderStats", "Runtime", "Stats", "current", "flush", "peek", "rep
 _UTC = dt.timezone.utc
 _fromtimestamp = dt.datetime.fromtimestamp
 _new_tuple = tuple.__new__
-
-
-def warn_dropped_property(key: str, why: str) -> None:
-    limited.log(logging.WARNING, f"property:{key}", "evmiddleware: property %r dropped: %s", key, why)
 
 
 #: What the capture layer queues per request for the dispatcher to build the event from: name,
