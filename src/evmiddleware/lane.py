@@ -5,6 +5,7 @@ All of this runs on the dispatcher thread only; other threads read the counters 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import operator
@@ -24,6 +25,7 @@ from .spool import Spool, encode_event
 __all__ = ["Lane", "ProviderStats"]
 
 _seq_of = operator.attrgetter("seq")  # Encoded.seq, for a whole batch in one C call
+_event_id_of = operator.attrgetter("event.id")
 
 
 _new_tuple = tuple.__new__
@@ -86,6 +88,19 @@ class _Watch:
         self.target = target
         self.remaining = remaining
         self.failed = False  # one of them was not delivered
+
+
+def batch_key(items: list[Encoded]) -> str:
+    """The idempotency key of a spooled batch of ``items``: a digest of their event ids, uuid-shaped.
+
+    The same again when a later process re-forms the batch from the spool: a batch FloKit stored but
+    whose answer never came (a stop, a crash) is then a replay FloKit ignores, where a fresh key per
+    batch made it store those events twice. Different events never share a key (event ids are
+    unique), so a key can never hide other events behind a replay. About 0.15 ms for 1,000 events:
+    too much for a batch that cannot outlive its process, nothing beside a spool's writes.
+    """
+    digest = hashlib.blake2b("\n".join(map(_event_id_of, items)).encode(), digest_size=16).hexdigest()
+    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:]}"
 
 
 class Lane:
@@ -336,7 +351,10 @@ class Lane:
             group.opened = now  # the rest starts a new batch window
         self.pending -= len(items)
         self.largest_batch = max(self.largest_batch, len(items))
-        return Batch(items, key, new_event_id(), b",".join(parts))
+        # With a spool a batch may be re-formed by a later process: its key must be found again.
+        # Without one it never outlives this process, and a fresh id costs nothing to make.
+        idempotency_key = batch_key(items) if self.spool is not None else new_event_id()
+        return Batch(items, key, idempotency_key, b",".join(parts))
 
     def _unbundle(self, group: _Group) -> None:
         """Give every event of ``group`` its own wire form, so the group can be split between requests

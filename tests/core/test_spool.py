@@ -75,6 +75,38 @@ def test_a_graceful_stop_keeps_undelivered_events_and_the_next_process_sends_the
     assert evmiddleware.stats()["providers"]["flokit"]["recovered"] == 7
 
 
+def test_a_batch_left_unanswered_at_a_stop_is_sent_again_under_the_same_idempotency_key(tmp_path):
+    # FloKit stored the batch but its answer never came before the stop: sent again under a new key,
+    # FloKit would store those events twice; under the same key it answers with the original result.
+    spool = tmp_path / "spool.db"
+    never = threading.Event()
+    with RecordingServer(lambda s, r: Answer(hold=never)) as slow:
+        configure(slow.url, spool)
+        for i in range(3):
+            evmiddleware.track("e", {"i": i}, user_id="u")
+        assert wait_for(lambda: len(slow.received) == 1)  # the request is out, its answer held
+        evmiddleware.shutdown(0.3)
+        first = slow.received[0]
+        never.set()
+    assert evmiddleware.stats()["providers"]["flokit"]["left_in_spool"] == 3
+    with RecordingServer() as up:
+        configure(up.url, spool)
+        assert wait_for(lambda: len(up.events()) == 3)
+        again = up.received[0]
+    assert again.headers["Idempotency-Key"] == first.headers["Idempotency-Key"]
+    assert [e["properties"]["i"] for e in again.json()["events"]] == [0, 1, 2]
+
+
+def test_batches_of_different_events_never_share_an_idempotency_key(tmp_path):
+    with RecordingServer() as up:
+        configure(up.url, tmp_path / "spool.db")
+        for i in range(3):
+            evmiddleware.track("e", {"i": i}, user_id="u")
+            assert evmiddleware.flush(10)
+        keys = [r.headers["Idempotency-Key"] for r in up.received]
+    assert len(keys) == 3 and len(set(keys)) == 3
+
+
 def test_a_row_leased_by_a_live_process_is_not_taken_until_its_lease_expires(tmp_path):
     path = str(tmp_path / "spool.db")
     now = [1000.0]
