@@ -26,6 +26,9 @@ __all__ = ["Lane", "ProviderStats"]
 
 _seq_of = operator.attrgetter("seq")  # Encoded.seq, for a whole batch in one C call
 _event_id_of = operator.attrgetter("event.id")
+#: Events one ``pull`` takes at most while those it took opened no batch (all skipped or refused):
+#: bounds the time one lane keeps the dispatcher thread from the others.
+_PULL_LIMIT = 1000
 
 
 _new_tuple = tuple.__new__
@@ -146,25 +149,40 @@ class Lane:
     def pull(self, now: float) -> None:
         """Move queued events into open batches, encoding each once.
 
-        Ungrouped providers take one batch's worth beyond what is open; grouped ones take all, so
-        a request for one profile carries every event of that profile that is waiting.
+        Ungrouped providers fill the open batch: they take one batch's worth beyond what is open,
+        and again while the events taken opened none (an event the provider skips or refuses)
+        and more wait, up to ``_PULL_LIMIT`` events a call. A provider that takes one event a
+        request (Flameup) otherwise waited a dispatcher tick after every anonymous event it
+        skips: 20 a second, where its queue fills with them. Grouped providers take all, so a
+        request for one profile carries every event of that profile that is waiting.
         """
         if self.spool is not None and self.queue.items:
             self._spool_queued()
-        want = -1 if self._grouped else self.limits.max_events - self.pending  # -1: all there is
-        if want == 0:
+        if self._grouped:
+            self._take(-1, now)  # -1: all there is
             return
+        taken = 0
+        while taken < _PULL_LIMIT and (want := self.limits.max_events - self.pending) > 0:
+            count = self._take(want, now)
+            if not count:
+                return
+            taken += count
+
+    def _take(self, want: int, now: float) -> int:
+        """Open up to ``want`` events (``-1``: all), the backlog's first; how many were taken."""
         backlog = self.backlog
+        count = 0
         if backlog:
             count = len(backlog) if want < 0 else min(want, len(backlog))
             entries = [backlog.popleft() for _ in range(count)]
             self._open([event for _, event in entries], [spool_id for spool_id, _ in entries], now)
             if backlog or count == want:
-                return
+                return count
             want = want - count if want > 0 else want
         events = self.queue.take_many(want)
         if events:
             self._open(events, itertools.repeat(None), now)
+        return count + len(events)
 
     def _open(self, events: list[Event], spool_ids: Iterable[int | None], now: float) -> None:
         seq = self._seq

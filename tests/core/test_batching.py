@@ -202,3 +202,24 @@ def test_a_delivered_batch_is_freed_not_held_by_the_idle_dispatcher():
         if (code := getattr(holder, "cr_code", None) or getattr(holder, "f_code", None)) is not None
     ]
     assert "_lane_loop" not in holders
+
+
+@BOTH
+def test_a_one_event_batch_is_filled_past_the_events_its_provider_skips(kind):
+    # Flameup takes one event a request and skips anonymous ones: each skipped event used to leave
+    # the batch empty until the dispatcher's next tick (20 events a second).
+    limits = Limits(max_events=1, max_bytes=10**6)
+    lane = lane_with(kind(limits), [ev("skip") for _ in range(5)] + [ev("kept"), ev("next")])
+    assert lane.pending == 1
+    assert lane.skipped == {"not_for_me": 5}
+    assert bodies(lane)[0][0] == ["kept"]
+
+
+def test_one_pull_takes_a_bounded_number_of_events_while_all_are_skipped():
+    # The bound keeps one lane from holding the dispatcher thread for its whole queue at once.
+    limits = Limits(max_events=1, max_bytes=10**6)
+    lane = lane_with(Fixed(limits), [ev("skip") for _ in range(2500)])
+    assert sum(lane.skipped.values()) == 1000
+    lane.pull(0.0)
+    lane.pull(0.0)
+    assert sum(lane.skipped.values()) == 2500 and not lane.queue.items
