@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
+from urllib.parse import quote
 
 logger = logging.getLogger("evmiddleware")
 
@@ -13,11 +17,23 @@ _REDACTED = "[redacted]"
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every secret in ``text``; providers sometimes echo the key back in an error body."""
+    """Replace every secret in ``text``, however spelled; providers sometimes echo the key back in an
+    error body."""
     for secret in secrets:
         if secret and len(secret) >= 4:
-            text = text.replace(secret, _REDACTED)
+            for spelling in _spellings(secret):
+                text = text.replace(spelling, _REDACTED)
     return text
+
+
+@functools.lru_cache(maxsize=64)
+def _spellings(secret: str) -> tuple[str, ...]:
+    """The ways an answer can write ``secret``: as is, JSON-escaped (PHP's json_encode also writes
+    "/" as "\\/"), percent-encoded (a URL echoed back). Longest first, so a spelling that contains
+    another is replaced whole. Cached: only error paths redact, but a key's spellings never change."""
+    escaped = json.dumps(secret)[1:-1]
+    forms = {secret, escaped, escaped.replace("/", "\\/"), quote(secret, safe="")}
+    return tuple(sorted(forms, key=len, reverse=True))
 
 
 class _RedactingFilter(logging.Filter):
@@ -79,3 +95,14 @@ class RateLimitedLog:
 
 
 limited = RateLimitedLog()
+
+
+def _new_lock_in_child() -> None:
+    # A fork while another thread logs (the dispatcher's retry lines while gunicorn forks a worker)
+    # leaves the child this lock held by a thread it does not have: its first limited line, a
+    # refused event on a request thread, then blocked for good.
+    limited._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)

@@ -6,8 +6,8 @@ import datetime as dt
 import itertools
 import operator
 import os
-import random
 import re
+import secrets
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -58,7 +58,11 @@ class Event(NamedTuple):
         }
 
 
-_getrandbits = random.getrandbits
+# The OS's random source, not the ``random`` module: an app that calls ``random.seed(N)`` before
+# importing us would otherwise draw the same prefix and counter in every process seeded alike, and
+# send the same event ids and batch keys (FloKit answers a repeated Idempotency-Key "replayed" and
+# stores nothing). Drawn only in ``_reseed``, so the cost (a system call) is not per id.
+_randbits = secrets.randbits
 # uuid4's version (4) and variant (10) bits, within the first 80 bits of an id.
 _UUID4_CLEAR = ~((0xF << 28) | (0x3 << 14)) & ((1 << 80) - 1)
 _UUID4_SET = (0x4 << 28) | (0x2 << 14)
@@ -83,10 +87,10 @@ def _reseed() -> None:
     ids, made by the parent, is emptied: a child must never send its parent's ids)."""
     global _ids
     id_pool.clear()
-    h = "%020x" % ((_getrandbits(80) & _UUID4_CLEAR) | _UUID4_SET)
+    h = "%020x" % ((_randbits(80) & _UUID4_CLEAR) | _UUID4_SET)
     prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-"
     # The counter runs from 2**47 up, so ``hex`` always writes it in 12 digits (for 2**46 events).
-    counter = itertools.count((1 << 47) | _getrandbits(46))
+    counter = itertools.count((1 << 47) | _randbits(46))
     # One C call per id (``next(_ids)``): hex, cut its "0x", add the prefix. 0.25 µs, where an
     # f-string with a format spec costs 0.4 µs and 128 random bits formatted as a uuid4 0.9 µs.
     _ids = map(prefix.__add__, map(_after_0x, map(hex, counter)))
@@ -101,11 +105,11 @@ if hasattr(os, "register_at_fork"):
 
 
 def new_event_id() -> str:
-    """A uuid4-shaped id: 74 random bits drawn per process, then a 48-bit counter.
+    """A uuid4-shaped id: 74 random bits drawn per process (from the OS), then a 48-bit counter.
 
     Event ids need uniqueness, not unpredictability: the random prefix (drawn again in every forked
-    child) keeps processes apart, the counter keeps this process's ids apart. Hot paths write
-    ``next(_ids)`` inline: one Python call less.
+    child, and never from the seedable ``random`` module) keeps processes apart, the counter keeps
+    this process's ids apart. Hot paths write ``next(_ids)`` inline: one Python call less.
     """
     return next(_ids)
 

@@ -8,6 +8,7 @@ import select
 import signal
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -170,3 +171,29 @@ def test_a_child_s_spooled_events_survive_its_parent_closing_the_spool(tmp_path)
         )
     assert names == {"parent_before": 1, "parent_after": 1, "child_before": 1, "child_after": 5}
     assert evmiddleware.stats()["providers"]["down"]["left_in_spool"] == 2
+
+
+def test_a_fork_while_another_thread_holds_the_rate_limited_log_lock_leaves_the_child_a_free_one():
+    # The dispatcher logs its retries while gunicorn forks workers: a child that inherited the lock
+    # held blocked for good at its first limited line (a refused event on a request thread).
+    from evmiddleware._log import limited
+
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with limited._lock:
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: exit code 0 only if the lock can be taken
+            os._exit(0 if limited._lock.acquire(timeout=5) else 1)
+    finally:
+        release.set()
+        holder.join(10)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

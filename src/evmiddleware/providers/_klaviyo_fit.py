@@ -24,8 +24,10 @@ MAX_STRING_BYTES = 100_000
 
 #: Identify traits copied to the profile, with the check each must pass (Klaviyo refuses the request
 #: otherwise; a trait that fails stays an event property only).
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+# fullmatch, with [0-9]: "$" also matches before a final "\n", and \d takes full-width digits, which
+# Klaviyo's E.164 check refuses, losing the profile's events with it.
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 PROFILE_TRAITS: dict[str, re.Pattern[str] | None] = {
     "email": _EMAIL,
     "phone_number": _E164,
@@ -96,6 +98,6 @@ def profile_traits(event: Event) -> dict[str, str]:
         if not isinstance(value, str):
             continue
         value = value.strip()
-        if value and len(value) <= MAX_ID_LENGTH and (pattern is None or pattern.match(value)):
+        if value and len(value) <= MAX_ID_LENGTH and (pattern is None or pattern.fullmatch(value)):
             traits[name] = value
     return traits

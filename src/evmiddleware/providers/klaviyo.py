@@ -41,7 +41,9 @@ LIMITS = Limits(
     envelope_bytes=ENVELOPE_BYTES,
 )
 
-_REVISION = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(\.[A-Za-z0-9_-]+)?$")
+# [0-9], not \d (which takes any Unicode digit, full-width ones too), and fullmatch, not "$" (which also
+# matches before a final "\n"): the revision goes into a header, where only ASCII can be written.
+_REVISION = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})(\.[A-Za-z0-9_-]+)?")
 _EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 _HEAD = b'{"data":{"type":"event-bulk-create","attributes":{"profile":{"data":{"type":"profile","attributes":'
 
@@ -49,7 +51,7 @@ _HEAD = b'{"data":{"type":"event-bulk-create","attributes":{"profile":{"data":{"
 def check_revision(value: str) -> str:
     """``YYYY-MM-DD[.suffix]`` naming a real date; raises :class:`ConfigurationError` otherwise."""
     value = value.strip()
-    match = _REVISION.match(value)
+    match = _REVISION.fullmatch(value)
     try:
         if match is None:
             raise ValueError

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import urllib.parse
 from typing import Any
 
 from .common import (
@@ -27,7 +28,7 @@ from .validation import canonical_json, is_iso_datetime, is_string, parse_json
 
 __all__ = ["FlameupAPI", "field_problems"]
 
-_PATH = re.compile(r"^/api/v1/workspaces/([^/]+)/events$")
+_PATH = re.compile(r"/api/v1/workspaces/([^/]+)/events")
 _CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
 
 
@@ -73,7 +74,7 @@ class FlameupAPI(ProviderAPI):
         return reply
 
     def handle(self, req: Request) -> Reply:
-        match = _PATH.match(req.path)
+        match = _PATH.fullmatch(req.path)
         if match is None:
             return self.error(404, f"No route for {req.path}")
         if req.method != "POST":
@@ -84,7 +85,9 @@ class FlameupAPI(ProviderAPI):
         throttled, decision = self.limited(token, req)
         if throttled is not None:
             return throttled
-        reply = self._track(req, match.group(1))
+        # The path arrives as sent, percent-encoded; the workspace id is compared decoded, as the real
+        # API does (a client must quote an id such as "team one", and a "/" inside one as %2F).
+        reply = self._track(req, urllib.parse.unquote(match.group(1)))
         reply.headers.update(_rate_headers(decision))
         return reply
 

@@ -16,7 +16,8 @@ from .validation import canonical_json, is_iso_datetime, is_number, is_string, p
 __all__ = ["FlywheelAPI", "event_problem"]
 
 _PATH = "/v1/events"
-_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
+# Matched whole: "$" would also match before a final "\n", which the spec's pattern refuses.
+_NAME = re.compile(r"[a-zA-Z0-9_-]+")
 _CODES = {401: "UNAUTHORIZED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 429: "RATE_LIMITED"}
 
 
@@ -27,7 +28,7 @@ def event_problem(event: Any) -> str | None:
     name = event.get("event")
     if name is None:
         return "event name is required"
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         return "event name must match ^[a-zA-Z0-9_-]+$"
     for key in ("user_id", "anonymous_id", "event_id"):
         if key in event and not is_string(event[key]):

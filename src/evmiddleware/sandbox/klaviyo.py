@@ -53,9 +53,11 @@ _PROFILE_FIELDS = {
     "properties",
 }
 _EVENT_FIELDS = {"properties", "time", "value", "value_currency", "unique_id", "metric"}
-_REVISION = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(\.[A-Za-z0-9_-]+)?$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+# Matched whole and with ASCII digits only, as the API's "YYYY-MM-DD" and E.164 mean: Python's "$"
+# also matches before a final "\n", and its \d takes any Unicode digit (full-width ones too).
+_REVISION = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})(\.[A-Za-z0-9_-]+)?")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _TITLES = {
     400: ("invalid", "Invalid input."),
     404: ("not_found", "Not found."),
@@ -102,7 +104,7 @@ def _only(obj: dict[str, Any], allowed: set[str], pointer: str, resource: str) -
 
 
 def _revision_ok(value: str | None) -> bool:
-    m = _REVISION.match(value or "")
+    m = _REVISION.fullmatch(value or "")
     if m is None:
         return False
     try:
@@ -123,9 +125,9 @@ def _check_profile(attrs: dict[str, Any], ptr: str) -> None:
             raise _Invalid(f"'{key}' must be an object.", f"{ptr}/{key}")
     if not any(is_string(attrs.get(k)) for k in IDENTIFIERS):
         raise _Invalid("A profile needs at least one identifier: " + ", ".join(IDENTIFIERS) + ".", ptr)
-    if attrs.get("email") and not _EMAIL.match(attrs["email"]):
+    if attrs.get("email") and not _EMAIL.fullmatch(attrs["email"]):
         raise _Invalid("Invalid email address.", f"{ptr}/email")
-    if attrs.get("phone_number") and not _E164.match(attrs["phone_number"]):
+    if attrs.get("phone_number") and not _E164.fullmatch(attrs["phone_number"]):
         raise _Invalid("Invalid phone number format (E.164 expected).", f"{ptr}/phone_number")
 
 

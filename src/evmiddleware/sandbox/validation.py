@@ -18,10 +18,12 @@ __all__ = [
 ]
 
 # RFC 3339 with 'T' and seconds optional fraction. OpenAPI "date-time" means RFC 3339, which
-# requires an offset; "ISO 8601 datetime" without more is taken to allow a local time too.
+# requires an offset; "ISO 8601 datetime" without more is taken to allow a local time too. Matched
+# whole and with ASCII digits only, as a JSON Schema or JavaScript pattern reads "^\d...$": Python's
+# "$" also matches before a final "\n", and its \d takes any Unicode digit (full-width ones too).
 _DATETIME = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?"
-    r"(Z|z|[+-]\d{2}:\d{2}|[+-]\d{4})?$"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,9}))?)?"
+    r"(Z|z|[+-][0-9]{2}:[0-9]{2}|[+-][0-9]{4})?"
 )
 
 
@@ -64,7 +66,7 @@ def is_iso_datetime(value: Any, *, require_offset: bool) -> bool:
     with ``require_offset``, an RFC 3339 date-time: seconds and a ``Z`` or ``±HH:MM`` offset."""
     if not isinstance(value, str):
         return False
-    m = _DATETIME.match(value)
+    m = _DATETIME.fullmatch(value)
     if m is None:
         return False
     year, month, day, hour, minute = (int(m.group(i)) for i in range(1, 6))
@@ -117,7 +119,7 @@ def strings_over(value: Any, max_bytes: int) -> bool:
 def whole_second_utc(value: str) -> str:
     """An ISO 8601 time that :func:`is_iso_datetime` accepted, as UTC cut to the whole second: how
     Klaviyo keys an event that has no ``unique_id``. Without an offset the time is taken as UTC."""
-    m = _DATETIME.match(value)
+    m = _DATETIME.fullmatch(value)
     if m is None:
         return value
     year, month, day, hour, minute = (int(m.group(i)) for i in range(1, 6))
