@@ -21,7 +21,7 @@ from django.utils.module_loading import import_string  # type: ignore[import-unt
 
 import evmiddleware
 from evmiddleware.capture import Capture, CaptureOptions
-from evmiddleware.config import Settings, parse_bool
+from evmiddleware.config import CORE_PARSERS, Settings, parse_bool
 from evmiddleware.errors import ConfigurationError
 from evmiddleware.providers import REGISTRY
 
@@ -41,9 +41,15 @@ SETTING = "EVMIDDLEWARE"
 
 _CAPTURE = frozenset(field.name for field in dataclasses.fields(CaptureOptions))
 _HOOKS = ("consent", "user_id_resolver", "route_resolver")
-_PIPELINE = frozenset(
-    [field.name for field in dataclasses.fields(Settings)]
-    + [f"{name}_{option}" for name, provider in REGISTRY.items() for option in provider.options]
+# A capture option is never a pipeline key, though ``exclude_paths`` is also a ``configure()`` setting:
+# read() takes it as the middleware's option, and it must not make ready() call configure(), which
+# replaces whatever pipeline the process configured.
+_PIPELINE = (
+    frozenset(
+        [field.name for field in dataclasses.fields(Settings)]
+        + [f"{name}_{option}" for name, provider in REGISTRY.items() for option in provider.options]
+    )
+    - _CAPTURE
 )
 _OWN: dict[str, Callable[[Any], Any]] = {"track_user": parse_bool, "identify_on_login": parse_bool}
 
@@ -67,7 +73,8 @@ class DjangoConfig:
 def read(raw: object) -> DjangoConfig:
     """Parse a value of ``settings.EVMIDDLEWARE``; raises :class:`ConfigurationError` naming the key.
 
-    Pipeline settings are checked here by name only; their values when they are applied.
+    Of the pipeline settings, the core ones' values are checked here (:func:`_pipeline_value`); the
+    providers' when they are applied.
     """
     if raw is None:
         raw = {}
@@ -87,7 +94,7 @@ def read(raw: object) -> DjangoConfig:
         elif name in _CAPTURE:
             capture[name] = _imported(key, value) if name in _HOOKS and isinstance(value, str) else value
         elif name in _PIPELINE:
-            pipeline[name] = value
+            pipeline[name] = _pipeline_value(key, name, value)
         else:
             unknown.append(repr(key))
     if unknown:
@@ -97,6 +104,18 @@ def read(raw: object) -> DjangoConfig:
     except TypeError as exc:
         raise ConfigurationError(f"{SETTING}: {exc}") from None
     return DjangoConfig(options, pipeline, **own)
+
+
+def _pipeline_value(key: str, name: str, value: Any) -> Any:
+    """``value`` of the pipeline setting ``name``, checked with the parser ``configure()`` uses, so that
+    an error names the key in ``EVMIDDLEWARE`` (``configure()`` names the environment variable)."""
+    parse = CORE_PARSERS.get(name)
+    if parse is not None:
+        try:
+            parse(value)
+        except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(float("inf"))
+            raise ConfigurationError(f"{name} ({SETTING}[{key!r}]): {exc}") from None
+    return value
 
 
 def _imported(key: str, path: str) -> Any:
@@ -141,11 +160,11 @@ def apply_pipeline() -> None:
 
 def pipeline_of(raw: object) -> dict[str, Any]:
     """The pipeline settings (``configure()``'s) in a value of ``settings.EVMIDDLEWARE``, by their
-    lower-case names; nothing else of it is read or checked."""
+    lower-case names, as :func:`read` takes them; nothing else of it is read or checked."""
     if not isinstance(raw, Mapping):
         return {}
     names = {key: key.lower() for key in raw if isinstance(key, str)}
-    return {name: raw[key] for key, name in names.items() if name in _PIPELINE}
+    return {name: _pipeline_value(key, name, raw[key]) for key, name in names.items() if name in _PIPELINE}
 
 
 def _apply(pipeline: Mapping[str, Any]) -> None:

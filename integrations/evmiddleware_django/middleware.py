@@ -64,8 +64,9 @@ def django_route_template(route: str) -> str:
 
 
 def _route_while_running(request: Any) -> str | None:
-    """The route reader for events tracked inside a view: URL resolution has set
-    ``request.resolver_match`` before the view runs (the middleware records it after)."""
+    """The route as URL resolution left it in ``request.resolver_match``: recorded by ``process_view``
+    before the view runs, and read by the state (a route reader) for events tracked before that, in
+    the ``process_view`` of a middleware listed before this one."""
     match = getattr(request, "resolver_match", None) if isinstance(request, HttpRequest) else None
     return django_route_template(match.route) if match is not None and match.route is not None else None
 
@@ -108,6 +109,9 @@ class EventMiddleware:
         # it runs in Django's sync thread, never on the event loop (SynchronousOnlyOperation).
         self._consent_off_loop = self._capture.options.consent is not None
         self._async = iscoroutinefunction(get_response)
+        # Django calls process_view as the handler runs: an async one under ASGI (a plain one would be
+        # run in a thread, a hop per request), a plain one under WSGI (the handler is sync throughout).
+        self.process_view: Callable[..., Any] = self._aroute_view if self._async else self._route_view
         if self._async:
             markcoroutinefunction(self)
         else:  # only the async path awaits an async resolver
@@ -159,6 +163,20 @@ class EventMiddleware:
         finally:
             _leave(token)
         return self._respond(request, state, owned, response)
+
+    def _route_view(self, request: HttpRequest, view: object, args: object, kwargs: object) -> None:
+        """``process_view``: the route into the request's state before the view runs, so that events
+        tracked there carry it. Also for a request an evmiddleware WSGI/ASGI middleware around Django
+        owns: its state's route readers know the environ or scope, never Django's ``resolver_match``."""
+        state: RequestState | None = request.META.get(STATE_KEY)
+        if state is not None and state.route is None:
+            try:
+                state.route = _route_while_running(request)
+            except Exception as exc:
+                _failed("django", exc)
+
+    async def _aroute_view(self, request: HttpRequest, view: object, args: object, kwargs: object) -> None:
+        self._route_view(request, view, args, kwargs)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
         """Note the view's exception: Django makes it a response before ``__call__`` sees it."""

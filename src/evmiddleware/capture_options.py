@@ -7,10 +7,10 @@ import dataclasses
 import inspect
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._parse import csv_tuple, optional_seconds, parse_bool
+from ._parse import csv_tuple, optional_seconds, parse_bool, positive_int, whole_number
 from .errors import ConfigurationError
 from .identity import BROWSER_ID_COOKIES, CookieWriter, check_cookie_name
 
@@ -43,7 +43,16 @@ _SWITCHES = ("respect_dnt", "capture_ip", "install_signal_handler")
 
 
 def _names(value: Any) -> tuple[str, ...]:
-    return csv_tuple(value) if value else ()
+    if not value:
+        return ()
+    if not isinstance(value, Iterable):
+        raise TypeError(f"{value!r} is neither a list nor a comma-separated string")
+    return csv_tuple(value)
+
+
+def _status_codes(value: Any) -> tuple[int, ...]:
+    # One code alone is taken, as one path or method is: 404 as "404" is.
+    return tuple(whole_number(code) for code in _names((value,) if isinstance(value, int) else value))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,16 +106,16 @@ class CaptureOptions:
     def __post_init__(self) -> None:
         # Accept lists and comma-separated strings (as from the environment); store tuples.
         for name in _NAME_LISTS:
-            object.__setattr__(self, name, _names(getattr(self, name)))
+            object.__setattr__(self, name, _checked(name, _names, getattr(self, name)))
         if self.exclude_paths is not None:
-            object.__setattr__(self, "exclude_paths", _names(self.exclude_paths))
-        try:
-            codes = tuple(int(code) for code in _names(self.exclude_status_codes))
-            object.__setattr__(self, "exclude_status_codes", codes)
-            object.__setattr__(self, "sample_rate", float(self.sample_rate))
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"exclude_status_codes or sample_rate: {exc}") from None
+            object.__setattr__(self, "exclude_paths", _checked("exclude_paths", _names, self.exclude_paths))
+        codes = _checked("exclude_status_codes", _status_codes, self.exclude_status_codes)
+        object.__setattr__(self, "exclude_status_codes", codes)
         # Flask's app.config and Django's settings may hold these as strings ("false" is true as is).
+        object.__setattr__(self, "sample_rate", _checked("sample_rate", float, self.sample_rate))
+        object.__setattr__(
+            self, "cookie_max_age", _checked("cookie_max_age", positive_int, self.cookie_max_age)
+        )
         for name in _SWITCHES:
             object.__setattr__(self, name, _checked(name, parse_bool, getattr(self, name)))
         object.__setattr__(
@@ -160,5 +169,5 @@ def refuse_async(setting: str, hook: Any, where: str = "the middleware calls it"
 def _checked(setting: str, check: Callable[..., Any], *args: Any) -> Any:
     try:
         return check(*args)
-    except (TypeError, ValueError, re.error) as exc:
+    except (TypeError, ValueError, OverflowError, re.error) as exc:  # OverflowError: float(10**400)
         raise ConfigurationError(f"{setting}: {exc}") from None

@@ -27,12 +27,13 @@ from ._parse import (
 from .errors import ConfigurationError
 from .providers.base import Provider
 
-__all__ = ["Settings", "load_settings", "parse_bool", "parse_rate", "check_base_url"]
+__all__ = ["CORE_PARSERS", "Settings", "check_base_url", "load_settings", "parse_bool", "parse_rate"]
 
 ENV_PREFIX = "EVMIDDLEWARE_"
 
 
-_CORE: dict[str, Callable[[Any], Any]] = {
+#: Each core setting (not a provider's) and the parser of its value; the Django settings use them too.
+CORE_PARSERS: dict[str, Callable[[Any], Any]] = {
     "flush_interval": positive_float,
     "max_queue": queue_size,
     "overflow": overflow_policy,
@@ -92,7 +93,7 @@ def load_settings(overrides: Mapping[str, Any], environ: Mapping[str, str] | Non
     env = os.environ if environ is None else environ
     remaining = dict(overrides)
     values: dict[str, Any] = {}
-    for name, parse in _CORE.items():
+    for name, parse in CORE_PARSERS.items():
         raw = remaining.pop(name) if name in remaining else env.get(_env_name(name))
         if raw is None:
             continue
@@ -115,7 +116,8 @@ def load_settings(overrides: Mapping[str, Any], environ: Mapping[str, str] | Non
             if provider is not None:
                 providers.append(provider)
     if remaining:
-        known = sorted([*_CORE, "providers"] + [f"{n}_{o}" for n, c in REGISTRY.items() for o in c.options])
+        provider_options = [f"{name}_{option}" for name, cls in REGISTRY.items() for option in cls.options]
+        known = sorted([*CORE_PARSERS, "providers", *provider_options])
         unknown = ", ".join(sorted(remaining))
         raise ConfigurationError(f"unknown setting(s): {unknown}. Known settings: {', '.join(known)}")
     if explicit is not None:
