@@ -447,7 +447,8 @@ def shutdown(timeout: float | None = None) -> None:
     """Send what can be sent within ``timeout`` (default ``shutdown_timeout``, 5 s) and stop.
 
     Runs by itself at interpreter exit; what could not be sent is logged and counted. Called while
-    another thread's shutdown is under way, it waits for that one (at most ``timeout``).
+    another thread's shutdown is under way, it waits for that one (at most ``timeout``). In a signal
+    receiver on the dispatcher thread it only begins the stop; the exit waits for it.
     """
     seconds = _wait_seconds(timeout, "shutdown")
     runtime = _rt.peek()

@@ -17,9 +17,12 @@ from ._log import limited
 from .events import Event
 from .signals import event_dropped, notify
 
-__all__ = ["ProviderQueue"]
+__all__ = ["Dropped", "ProviderQueue"]
 
 _monotonic = time.monotonic
+
+#: An ``event_dropped`` notification held back until a lock is released: event, provider, reason.
+Dropped = tuple["Event | None", "str | None", str]
 
 
 class ProviderQueue:
@@ -55,8 +58,13 @@ class ProviderQueue:
         self._lock = threading.Lock()
         self._log_after = 0.0
 
-    def offer(self, event: Event) -> int:
-        """Queue ``event``; returns the new queue length, or 0 when the event was dropped."""
+    def offer(self, event: Event, later: list[Dropped] | None = None) -> int:
+        """Queue ``event``; returns the new queue length, or 0 when the event was dropped.
+
+        ``event_dropped`` receivers are told about a drop at once, or, given ``later``, it is appended
+        there for the caller to send once it holds no lock (``Runtime.admit``): a receiver may call
+        ``flush()`` or ``shutdown()``, which need the dispatcher to take that lock.
+        """
         items = self.items
         # Counted before the event can be taken and finished: ``stats()`` reads the finished counters
         # first and this one last, so what it derives as still queued is never negative.
@@ -64,20 +72,21 @@ class ProviderQueue:
         if len(items) + self.held < self.cap:
             items.append(event)
             return len(items)
-        return self._overflow(event)
+        return self._overflow(event, later)
 
-    def offer_many(self, events: list[Event]) -> int:
-        """Queue ``events`` in order (one C call when all fit); returns the new queue length."""
+    def offer_many(self, events: list[Event], later: list[Dropped] | None = None) -> int:
+        """Queue ``events`` in order (one C call when all fit); returns the new queue length. ``later``:
+        as in ``offer``."""
         items = self.items
         if len(items) + self.held + len(events) <= self.cap:
             self.enqueued += len(events)  # before the dispatcher can take them (see ``offer``)
             items.extend(events)
         else:
             for event in events:  # the overflow policy decides, event by event
-                self.offer(event)
+                self.offer(event, later)
         return len(items)
 
-    def _overflow(self, event: Event) -> int:
+    def _overflow(self, event: Event, later: list[Dropped] | None) -> int:
         victim = event
         with self._lock:
             if self.drop_oldest and self.items:
@@ -103,7 +112,10 @@ class ProviderQueue:
                 "oldest" if victim is not event else "newest",
             )
         if event_dropped.receivers:
-            notify(event_dropped, event=victim, provider=self.name, reason="queue_full")
+            if later is None:
+                notify(event_dropped, event=victim, provider=self.name, reason="queue_full")
+            else:
+                later.append((victim, self.name, "queue_full"))
         return len(self.items) if victim is not event else 0
 
     def take_many(self, limit: int) -> list[Event]:

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
+import os
 import random
 import re
 import threading
@@ -655,6 +656,15 @@ def _without_userinfo(referrer: str) -> str:
 
 _errors: Counter[str] = Counter()
 _errors_lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    global _errors_lock
+    _errors_lock = threading.Lock()  # the parent's may have been held by another thread at fork time
+
+
+if hasattr(os, "register_at_fork"):  # at import, as in ``signals``
+    os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 def errors() -> dict[str, int]:

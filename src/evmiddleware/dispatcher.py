@@ -201,20 +201,12 @@ class Dispatcher:
         at exit), and a thread left with no stop request would die with the process holding its
         events, neither delivered nor counted. A thread not serving yet begins the stop itself as soon
         as it is; whatever is left at the deadline is counted as ``shutdown`` and logged.
+
+        Never on the dispatcher thread (it would wait for itself): see ``begin_stop``.
         """
-        deadline = self._clock() + timeout
-        with self._start_lock:
-            self._stopped = True
-            thread = self._thread
-            if self._stop_at is None or deadline < self._stop_at:
-                self._stop_at = deadline
-            deadline = self._stop_at
-            loop = self._loop if self._serving else None
+        thread, deadline = self.begin_stop(timeout)
         if thread is None:  # no thread will ever take what a full intake moved into the queues
             return sum(lane.stop_everything() for lane in self.lanes)
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: the thread ended already
-                loop.call_soon_threadsafe(self._begin_stop, deadline)
         thread.join(max(0.0, deadline - self._clock()) + STOP_MARGIN)
         given_up = sum(lane.dropped.get("shutdown", 0) for lane in self.lanes)
         if not self._counted.is_set():
@@ -229,6 +221,23 @@ class Dispatcher:
             )
             given_up += left
         return given_up
+
+    def begin_stop(self, timeout: float) -> tuple[threading.Thread | None, float]:
+        """The first half of ``stop``, without waiting: record the stop, the earliest deadline asked for,
+        and have a serving loop begin it. Any thread, the dispatcher's own included (a signal receiver's
+        ``shutdown()``). Returns the thread to wait for (``None``: none ever ran) and the deadline."""
+        deadline = self._clock() + timeout
+        with self._start_lock:
+            self._stopped = True
+            thread = self._thread
+            if self._stop_at is None or deadline < self._stop_at:
+                self._stop_at = deadline
+            deadline = self._stop_at
+            loop = self._loop if self._serving else None
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the thread ended already
+                loop.call_soon_threadsafe(self._begin_stop, deadline)
+        return thread, deadline
 
     # -- dispatcher thread ---------------------------------------------------------------------
     def _run(self) -> None:

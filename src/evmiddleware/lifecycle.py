@@ -42,6 +42,15 @@ _SHUTDOWN_DONE = ("lifespan.shutdown.complete", "lifespan.shutdown.failed")
 _install_lock = threading.Lock()
 
 
+def _new_lock_in_child() -> None:
+    global _install_lock
+    _install_lock = threading.Lock()  # the parent's may have been held by another thread at fork time
+
+
+if hasattr(os, "register_at_fork"):  # at import, as in ``signals``
+    os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     try:
         _deliver_bounded()
@@ -52,19 +61,21 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _deliver_bounded() -> None:
-    """``shutdown()`` on a helper thread: the signal may have interrupted the main thread inside the
-    pipeline (holding one of its locks), and waiting there could deadlock. Bounded by its timeout."""
+    """What the exit does (``runtime._at_exit``): shut the runtime down, then wait for those
+    ``configure()`` is still retiring, whose events the default action would end with the process too.
+    On a helper thread: the signal may have interrupted the main thread inside the pipeline (holding
+    one of its locks), and waiting there could deadlock. Bounded by the latest of their deadlines."""
     from . import runtime as _rt
 
-    runtime = _rt.peek()
-    if runtime is None:
+    runtimes = _rt._shutting_down()
+    if not runtimes:
         return
-    # Not skipped when a shutdown is under way on another thread: api.shutdown waits for that one,
-    # and the default action that follows ends the process, and that shutdown with it.
-    timeout = max(runtime.settings.shutdown_timeout, runtime.shutdown_left())
-    worker = threading.Thread(target=api.shutdown, args=(timeout,), name="evmiddleware-sigterm", daemon=True)
+    # Not skipped when a shutdown is under way on another thread: _at_exit waits for that one, and
+    # the default action that follows ends the process, and that shutdown with it. The retiring ones
+    # shut down meanwhile on their own threads, so the longest wait bounds the whole.
+    worker = threading.Thread(target=_rt._at_exit, name="evmiddleware-sigterm", daemon=True)
     worker.start()
-    worker.join(timeout + _rt._EXIT_MARGIN)  # that shutdown may count its leftovers that long past it
+    worker.join(max(_rt._exit_wait(each) for each in runtimes))
 
 
 def install_signal_handler() -> bool:

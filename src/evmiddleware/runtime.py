@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypedDict
 
 from ._log import hide_in_http_logs, limited, logger
-from .buffer import ProviderQueue
+from .buffer import Dropped, ProviderQueue
 from .config import Settings, load_settings
 from .dispatcher import STOP_MARGIN, Dispatcher
 from .errors import EventError
@@ -113,7 +113,8 @@ class Runtime:
         #: and not strict (strict mode raises on the caller's thread, so it builds events there).
         self.takes_records = not self.disabled and not settings.strict
         self._lock = threading.Lock()
-        # Reentrant: an event_dropped receiver that tracks may find the intake full and admit too.
+        # Reentrant: what runs under it (a log handler, a request's properties) may track, find the
+        # intake full and admit too. event_dropped receivers do not run under it: see ``admit``.
         self._admit_lock = threading.RLock()
         self.closed = False
         self._closed_reason = "shut_down"
@@ -163,16 +164,23 @@ class Runtime:
 
     def admit(self) -> None:
         """Dispatcher thread (or a caller that found the intake full): turn the intake's records into
-        events and queue each for every provider. Refused ones are counted like any refused event."""
+        events and queue each for every provider. Refused ones are counted like any refused event.
+
+        Their ``event_dropped`` receivers run once the lock is released: one that calls ``flush()`` or
+        ``shutdown()`` needs the dispatcher, which admits on every turn, to take it.
+        """
+        later: list[Dropped] = []
         with self._admit_lock:  # two threads admitting at once could swap events
-            nudge = self._admit()
+            nudge = self._admit(later)
         refill_ids()  # for the track() calls to come
         if nudge:  # the other lanes sleep until their next tick otherwise
             self.dispatcher.nudge()
+        for event, provider, reason in later:
+            notify(event_dropped, event=event, provider=provider, reason=reason)
 
-    def _admit(self) -> bool:
+    def _admit(self, later: list[Dropped]) -> bool:
         """Build the intake's events, then queue them for each provider at once; True when a queue
-        now holds a batch's worth."""
+        now holds a batch's worth. Drops to signal are appended to ``later``."""
         intake = self.intake
         max_depth, max_bytes = self.settings.max_depth, self.settings.max_event_bytes
         events: list[Event] = []
@@ -206,11 +214,11 @@ class Runtime:
                         warn_dropped_property,
                     )
                 except EventError as exc:
-                    self.drop(None, exc.reason, str(exc))
+                    self.drop(None, exc.reason, str(exc), later)
                     continue
                 except Exception as exc:
                     limited.log(logging.ERROR, "track", "evmiddleware: tracking failed", exc_info=True)
-                    self.drop(None, "internal_error", type(exc).__name__)
+                    self.drop(None, "internal_error", type(exc).__name__, later)
                     continue
             add(event)
         nudge = False
@@ -218,7 +226,7 @@ class Runtime:
             nudge_at = self._nudge_at
             for queue in self.queues:
                 before = len(queue.items)
-                if queue.offer_many(events) >= nudge_at > before:
+                if queue.offer_many(events, later) >= nudge_at > before:
                     nudge = True
         return nudge
 
@@ -246,8 +254,11 @@ class Runtime:
         self.finished = True
         self._drop_intake("dispatcher_error")
 
-    def drop(self, event: Event | None, reason: str, detail: str = "") -> None:
-        """An event refused before any provider saw it: counted, logged (rate-limited), signalled."""
+    def drop(
+        self, event: Event | None, reason: str, detail: str = "", later: list[Dropped] | None = None
+    ) -> None:
+        """An event refused before any provider saw it: counted, logged (rate-limited), signalled (at
+        once, or appended to ``later``, as ``ProviderQueue.offer`` does)."""
         with self._lock:
             self.dropped[reason] += 1
         limited.log(
@@ -258,7 +269,10 @@ class Runtime:
             f": {detail}" if detail else "",
         )
         if event_dropped.receivers:
-            notify(event_dropped, event=event, provider=None, reason=reason)
+            if later is None:
+                notify(event_dropped, event=event, provider=None, reason=reason)
+            else:
+                later.append((event, None, reason))
 
     def flush(self, timeout: float | None) -> bool:
         if not self.dispatcher.started and not self.intake and not any(q.items for q in self.queues):
@@ -267,7 +281,8 @@ class Runtime:
 
     def shutdown(self, timeout: float | None, *, wait: float | None = None) -> bool:
         """Deliver what can be delivered within ``timeout`` (``None``: ``shutdown_timeout``), count and
-        log the rest, and stop. True once that is over.
+        log the rest, and stop. True once that is over; False at once on the dispatcher thread (a signal
+        receiver), which only begins the stop.
 
         Called while another thread's shutdown is under way, it waits for that one to be over, at most
         ``wait`` seconds (default: ``timeout``), and returns whether it is: ``closed`` is set as that
@@ -275,6 +290,15 @@ class Runtime:
         and then ended the process (the ``atexit`` handler does) would lose them silently.
         """
         seconds = self.settings.shutdown_timeout if timeout is None else timeout
+        if threading.current_thread() is self.dispatcher._thread:
+            # A signal receiver on the dispatcher thread: that thread cannot wait for itself. It closes
+            # the runtime and begins the stop only; the next shutdown (the exit's at the latest) is the
+            # first, and waits for the stop and counts what is left. Nothing is marked over here.
+            with self._lock:
+                self.closed = True
+                self.takes_records = False
+            self.dispatcher.begin_stop(seconds)
+            return False
         with self._lock:
             first = self._shutdown_deadline is None
             if first:
@@ -380,14 +404,24 @@ def replace(overrides: Mapping[str, Any]) -> Runtime:
         if old is not None:
             _retiring[old] = old.undelivered()
     if old is not None:
-        try:
-            old.shutdown(old.settings.shutdown_timeout)
-        finally:
-            with _lock:
-                _retiring.pop(old, None)
+        if threading.current_thread() is old.dispatcher._thread:
+            # configure() from a signal receiver on the old pipeline's dispatcher, which cannot wait for
+            # itself: a helper does. Until it is over the old runtime stays in _retiring, so that
+            # flush() and the exit wait for its events.
+            threading.Thread(target=_retire, args=(old,), name="evmiddleware-retire", daemon=True).start()
+        else:
+            _retire(old)
     if runtime.settings.spool:
         runtime.start()  # what a previous process left in the spool goes out now
     return runtime
+
+
+def _retire(old: Runtime) -> None:
+    try:
+        old.shutdown(old.settings.shutdown_timeout)
+    finally:
+        with _lock:
+            _retiring.pop(old, None)
 
 
 def flush(timeout: float | None) -> bool:
@@ -431,19 +465,28 @@ def _at_exit() -> None:
     Each is waited for up to ``shutdown_timeout`` or until its own deadline, whichever is later, plus
     ``_EXIT_MARGIN``; one that is still not over is logged with what it had not finished.
     """
-    runtimes = list(_retiring)  # list(): one C call, whole, while configure() may change it
-    runtime = _runtime
-    if runtime is not None and runtime not in runtimes:
-        runtimes.insert(0, runtime)  # first: the retiring ones keep delivering on their threads meanwhile
-    for each in runtimes:
-        wait = max(each.settings.shutdown_timeout, each.shutdown_left()) + _EXIT_MARGIN
-        if not each.shutdown(None, wait=wait):
+    for each in _shutting_down():
+        if not each.shutdown(None, wait=_exit_wait(each)):
             left = sum(row["queued"] for row in each.stats()["providers"].values()) + len(each.intake)
             logger.error(
                 "evmiddleware: exiting before a shutdown under way finished; %d event(s) not delivered "
                 "yet may be lost",
                 left,
             )
+
+
+def _shutting_down() -> list[Runtime]:
+    """What the exit shuts down or waits for, in that order: the runtime, then the retiring ones."""
+    runtimes = list(_retiring)  # list(): one C call, whole, while configure() may change it
+    runtime = _runtime
+    if runtime is not None and runtime not in runtimes:
+        runtimes.insert(0, runtime)  # first: the retiring ones keep delivering on their threads meanwhile
+    return runtimes
+
+
+def _exit_wait(runtime: Runtime) -> float:
+    """How long the exit waits for ``runtime``'s shutdown: see ``_at_exit``."""
+    return max(runtime.settings.shutdown_timeout, runtime.shutdown_left()) + _EXIT_MARGIN
 
 
 _fork_guarded = False

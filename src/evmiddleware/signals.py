@@ -11,7 +11,10 @@ Example::
 ``event_tracked`` is sent on the caller's thread before the event is queued; a receiver may return
 ``False`` to veto the event or a new :class:`~evmiddleware.Event` (``event._replace(...)``) to change
 it. The others are sent from the dispatcher thread (``event_dropped`` also from the caller's thread
-when the queue is full); keep receivers quick and never block in them.
+when the queue is full); keep receivers quick and never block in them. On the dispatcher thread
+``shutdown()`` and ``configure()`` only begin the stop of the pipeline that thread serves (the exit,
+or a later ``shutdown()``, waits for it), and ``flush()`` answers ``False`` at once: that thread
+cannot wait for itself.
 
 A receiver that raises never breaks the pipeline nor the caller: the exception is logged
 (rate-limited) and counted in ``stats()["receiver_errors"]``, and the other receivers still run. An
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -49,6 +53,16 @@ event_dropped = _signals.signal("evmiddleware.event_dropped")
 #: Exceptions raised by receivers, by signal name: see ``stats()["receiver_errors"]``.
 receiver_errors: Counter[str] = Counter()
 _errors_lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    global _errors_lock
+    _errors_lock = threading.Lock()  # the parent's may have been held by another thread at fork time
+
+
+# Registered at import, like ``events._reseed``: a child forked before any pipeline exists too.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 def receiver_errors_snapshot() -> dict[str, int]:
