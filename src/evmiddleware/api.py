@@ -436,7 +436,10 @@ def _tracked_async_generator(func: Callable[..., Any], record: _Record) -> Calla
 def flush(timeout: float | None = None) -> bool:
     """Wait until every event tracked before the call is delivered or has failed.
 
-    Returns ``True`` when all were delivered (``False`` on timeout or any failure). Never call it on
+    Returns ``True`` when all were delivered (``False`` on timeout or any failure). An event whose
+    ``track()`` returned an id but that was refused before it reached a provider's queue (a full
+    queue, a request event too large) is reported by the next ``flush()``, once. Events that failed
+    before an earlier flush was called are that flush's to report, not this one's. Never call it on
     the request path in production; it is for scripts, jobs and tests.
     """
     seconds = _wait_seconds(timeout, "flush")

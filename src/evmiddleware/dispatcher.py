@@ -70,6 +70,10 @@ class _FlushWaiter:
     watches: list[tuple[Lane, _Watch]] = dataclasses.field(default_factory=list)
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
     all_delivered: bool = False
+    #: Asked on the dispatcher thread once the intake is admitted: were events refused there (a full
+    #: queue) that this flush must report? They never reach a lane, so no watch sees them.
+    refused: Callable[[], bool] = lambda: False
+    some_refused: bool = False
 
 
 def _nothing() -> None:
@@ -162,8 +166,11 @@ class Dispatcher:
             with contextlib.suppress(RuntimeError):  # loop closed during shutdown
                 loop.call_soon_threadsafe(self._wake_all)
 
-    def flush(self, timeout: float | None) -> bool:
-        """Wait until every event queued before the call is finished; True if all were delivered."""
+    def flush(self, timeout: float | None, refused: Callable[[], bool] | None = None) -> bool:
+        """Wait until every event queued before the call is finished; True if all were delivered.
+
+        ``refused`` (dispatcher thread, once the intake is admitted): whether events were refused
+        before reaching a queue since the last flush asked; then the answer is False."""
         if threading.current_thread() is self._thread:
             return False  # a signal receiver on the dispatcher thread would wait for itself
         self.start()
@@ -172,7 +179,7 @@ class Dispatcher:
         deadline = None if timeout is None else self._clock() + timeout
         if not self._ready.wait(timeout if timeout is not None else 5.0):
             return False
-        waiter = _FlushWaiter()
+        waiter = _FlushWaiter() if refused is None else _FlushWaiter(refused=refused)
         loop = self._loop
         if loop is None or loop.is_closed():
             return not any(lane.outstanding() for lane in self.lanes)
@@ -350,6 +357,7 @@ class Dispatcher:
 
     def _add_waiter(self, waiter: _FlushWaiter) -> None:
         self._admit()  # the flush covers every request that ended before it was called
+        waiter.some_refused = waiter.refused()
         # Only these events count: one queued later that finishes first (or fails) changes nothing.
         waiter.watches = [(lane, lane.watch()) for lane in self.lanes]
         self._waiters.append(waiter)
@@ -363,7 +371,8 @@ class Dispatcher:
         for waiter in list(self._waiters):
             reached = all(watch.remaining <= 0 for _, watch in waiter.watches)
             if reached or stopped:
-                waiter.all_delivered = reached and not any(watch.failed for _, watch in waiter.watches)
+                failed = waiter.some_refused or any(watch.failed for _, watch in waiter.watches)
+                waiter.all_delivered = reached and not failed
                 self._release(waiter)
 
     def _release(self, waiter: _FlushWaiter) -> None:

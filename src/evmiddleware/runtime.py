@@ -102,6 +102,10 @@ class Runtime:
         self._nudge_at = max(64, min(lane.limits.max_events for lane in self.lanes)) if self.lanes else 0
         #: Events refused before reaching any provider, by reason (caller threads: under the lock).
         self.dropped: Counter[str] = Counter()
+        #: Records refused while admitted (a request event too large, say), and the count of those
+        #: and the queues' queue_full drops the last flush reported (``_refused_since_last_flush``).
+        self._refused_at_admission = 0
+        self._refused_reported = 0
         #: Every event on its way to the providers' queues, in order (see ``Record``): appended on
         #: callers' threads (``api.track``, ``api.record_request_event``, ``submit``; each nudges the
         #: dispatcher at ``_nudge_at``) and turned into queued events by the dispatcher thread
@@ -214,9 +218,11 @@ class Runtime:
                         warn_dropped_property,
                     )
                 except EventError as exc:
+                    self._refused_at_admission += 1
                     self.drop(None, exc.reason, str(exc), later)
                     continue
                 except Exception as exc:
+                    self._refused_at_admission += 1
                     limited.log(logging.ERROR, "track", "evmiddleware: tracking failed", exc_info=True)
                     self.drop(None, "internal_error", type(exc).__name__, later)
                     continue
@@ -277,7 +283,15 @@ class Runtime:
     def flush(self, timeout: float | None) -> bool:
         if not self.dispatcher.started and not self.intake and not any(q.items for q in self.queues):
             return True
-        return self.dispatcher.flush(timeout)
+        return self.dispatcher.flush(timeout, self._refused_since_last_flush)
+
+    def _refused_since_last_flush(self) -> bool:
+        """Dispatcher thread, as a flush registers: were events whose ``track()`` returned an id refused
+        since the last flush asked, at admission or by a full queue? No lane ever held them, so no
+        flush's watch sees them; each is reported by the next flush, as failed."""
+        refused = self._refused_at_admission + sum(queue.dropped["queue_full"] for queue in self.queues)
+        reported, self._refused_reported = self._refused_reported, refused
+        return refused > reported
 
     def shutdown(self, timeout: float | None, *, wait: float | None = None) -> bool:
         """Deliver what can be delivered within ``timeout`` (``None``: ``shutdown_timeout``), count and

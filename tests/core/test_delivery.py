@@ -6,9 +6,11 @@ import threading
 import time
 
 import pytest
+from werkzeug.test import Client
 
 import evmiddleware
 from evmiddleware.providers.sinks import MemorySink
+from evmiddleware.wsgi import EventMiddleware as WSGIEventMiddleware
 from tests.core.waiting import wait_for
 from tests.httpserver import Answer, RecordingServer
 
@@ -111,7 +113,9 @@ def test_a_server_down_for_a_while_gets_every_event_that_fitted_in_the_queue():
     while evmiddleware.stats()["providers"]["flokit"]["retried"] < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     with RecordingServer(port=port) as server:
-        assert evmiddleware.flush(20)  # every event queued was delivered (50 were refused earlier)
+        # Every event queued was delivered; the 50 the full queue refused are reported, once.
+        assert evmiddleware.flush(20) is False
+        assert evmiddleware.flush(5) is True
         received = server.events()
     assert sorted(e["properties"]["i"] for e in received) == list(range(100))
     counters = evmiddleware.stats()["providers"]["flokit"]
@@ -367,3 +371,37 @@ def test_a_delivery_just_begun_when_the_stop_runs_out_of_time_counts_its_batch()
 
     asyncio.run(stop_as_a_delivery_begins())
     assert (lane.in_flight, dict(lane.dropped), lane.queue.held) == (0, {"shutdown": 3}, 0)
+
+
+def test_flush_reports_events_a_full_queue_refused_once_then_answers_afresh():
+    # track() returned ids for the last five; the full queue refused them when they were admitted,
+    # before any flush could watch them. The next flush reports them; the one after that, nothing new.
+    release = threading.Event()
+    with RecordingServer(lambda s, r: Answer(hold=release)) as server:
+        configure_flokit(server.url, max_queue=10)
+        for i in range(10):
+            evmiddleware.track("held", {"i": i}, user_id="u")
+        assert wait_for(lambda: len(server.received) == 1)  # the ten are in flight: the queue is full
+        for i in range(5):
+            assert evmiddleware.track("refused", {"i": i}, user_id="u") is not None
+        assert wait_for(lambda: evmiddleware.stats()["providers"]["flokit"]["dropped"] == {"queue_full": 5})
+        release.set()
+        assert evmiddleware.flush(10) is False
+        assert evmiddleware.flush(10) is True
+        assert len(server.events()) == 10
+
+
+def test_flush_reports_a_request_event_refused_when_it_was_built():
+    sink = MemorySink()
+    evmiddleware.configure(providers=[sink], max_event_bytes=400)
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b""]
+
+    client = Client(WSGIEventMiddleware(app))
+    client.get("/" + "x" * 1000).close()  # its event is built on the dispatcher thread: too large
+    client.get("/short").close()
+    assert evmiddleware.flush(10) is False
+    assert [e.properties["path"] for e in sink.events] == ["/short"]
+    assert evmiddleware.stats()["dropped"] == {"too_large": 1}

@@ -222,12 +222,12 @@ def test_an_event_dropped_receiver_that_flushes_runs_once_the_admit_lock_is_rele
     sink = Held(limits=ONE_PER_BATCH)
     evmiddleware.configure(providers=[sink], max_queue=2, flush_interval=0.01, shutdown_timeout=2)
     caller = threading.current_thread()
-    flushed: list[bool] = []
+    flushed: list[tuple[bool, list[str]]] = []
 
     def receiver(sender: object, reason: str, **kwargs: Any) -> None:
         if reason == "queue_full" and threading.current_thread() is caller and not flushed:
             sink.release.set()
-            flushed.append(evmiddleware.flush(5))
+            flushed.append((evmiddleware.flush(5), [event.name for event in sink.events]))
 
     with event_dropped.connected_to(receiver):
         evmiddleware.track("first", user_id="u")
@@ -236,4 +236,7 @@ def test_an_event_dropped_receiver_that_flushes_runs_once_the_admit_lock_is_rele
             if flushed:
                 break
             evmiddleware.track("e", user_id="u")
-    assert flushed == [True], "flush() in the receiver waited for the dispatcher, which waited for it"
+    [(delivered_all, names)] = flushed
+    # Delivered when flush() returned: the dispatcher was not waiting for the receiver's lock.
+    assert names[:1] == ["first"], "flush() in the receiver waited for the dispatcher, which waited for it"
+    assert delivered_all is False  # it reports the event the full queue refused

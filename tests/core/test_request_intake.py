@@ -41,7 +41,7 @@ def test_the_event_is_built_with_the_requests_ids_time_and_properties(memory_sin
 def test_a_user_id_the_resolver_got_wrong_is_a_counted_drop(memory_sink: MemorySink) -> None:
     record_request_event(request_ctx("x" * 300), "http_request", dict, props())
     record_request_event(request_ctx("u2"), "http_request", dict, props())
-    assert evmiddleware.flush(5)
+    assert evmiddleware.flush(5) is False  # it reports the refused one
     assert [event.user_id for event in memory_sink.events] == ["u2"]
     assert evmiddleware.stats()["dropped"] == {"invalid_id": 1}
 
@@ -57,7 +57,7 @@ def test_an_event_over_the_size_limit_is_a_counted_drop() -> None:
     evmiddleware.configure(providers=[sink], max_event_bytes=1024)
     big = props() | {"referrer": "r" * 2000}
     record_request_event(request_ctx(), "http_request", dict, big)
-    assert evmiddleware.flush(5)
+    assert evmiddleware.flush(5) is False
     assert sink.events == []
     assert evmiddleware.stats()["dropped"] == {"too_large": 1}
 
@@ -142,6 +142,6 @@ def test_a_request_event_of_control_characters_over_the_limit_is_a_counted_drop(
     sink = MemorySink()
     evmiddleware.configure(providers=[sink], max_event_bytes=1024)
     record_request_event(request_ctx(), "http_request", dict, props() | {"path": "/\x01" * 200})
-    assert evmiddleware.flush(5)
+    assert evmiddleware.flush(5) is False
     assert sink.events == []
     assert evmiddleware.stats()["dropped"] == {"too_large": 1}
