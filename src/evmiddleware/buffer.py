@@ -2,7 +2,8 @@
 
 Events reach it through the runtime's intake (``Runtime.admit``, in order), a length check and a
 ``deque.extend`` (atomic under the GIL) while there is room; a lock is taken only when it is full.
-The dispatcher thread is the only consumer and keeps ``held`` (events taken out but not yet
+The dispatcher thread is the only consumer (``take_many``, under the lock: a full queue's eviction
+must not pop between its count and its pops) and keeps ``held`` (events taken out but not yet
 finished) so the bound covers them too.
 """
 
@@ -26,7 +27,8 @@ Dropped = tuple["Event | None", "str | None", str]
 
 
 class ProviderQueue:
-    """Events waiting for one provider. ``cap`` bounds queued plus held events."""
+    """Events waiting for one provider. ``cap`` bounds queued plus held events (``drop_oldest`` may go
+    past it by what it owes, at most ``overdraft``, until the lane's next pull)."""
 
     __slots__ = (
         "_lock",
@@ -39,6 +41,8 @@ class ProviderQueue:
         "held",
         "items",
         "name",
+        "overdraft",
+        "owed",
     )
 
     def __init__(self, name: str, cap: int, *, drop_oldest: bool = False) -> None:
@@ -51,10 +55,17 @@ class ProviderQueue:
         self.enqueued = 0
         #: Events taken by the dispatcher and not yet delivered or failed (written by it only).
         self.held = 0
-        #: Events pushed out by the drop-oldest policy (they count as finished for ``flush``).
+        #: Events this queue pushed out for the drop-oldest policy (they count as finished for ``flush``);
+        #: those its lane evicts for it (``owed``) count in the lane's ``done``.
         self.evicted = 0
         #: Events refused on the caller's side, by reason.
         self.dropped: Counter[str] = Counter()
+        #: Evictions ``drop_oldest`` owes: events accepted past the bound, whose place the oldest events
+        #: the dispatcher took (in its open batches, not yet in a request) must make; the lane pays
+        #: them at its next pull (``Lane.evict_owed``). Under ``_lock``.
+        self.owed = 0
+        #: The most it may owe: the queue holds at most ``cap + overdraft`` events.
+        self.overdraft = max(1, cap // 10)
         self._lock = threading.Lock()
         self._log_after = 0.0
 
@@ -87,17 +98,21 @@ class ProviderQueue:
         return len(items)
 
     def _overflow(self, event: Event, later: list[Dropped] | None) -> int:
-        victim = event
+        victim: Event | None = event
         with self._lock:
-            if self.drop_oldest and self.items:
-                try:
+            if self.drop_oldest:
+                if self.held and self.owed < self.overdraft:
+                    # The oldest events are the ones the dispatcher took (a grouped lane takes them all
+                    # each tick): only it can evict them. Accepted now, evicted at its next pull.
+                    self.items.append(event)
+                    self.owed += 1
+                    victim = None
+                elif self.items:  # the next oldest; ``take_many`` cannot pop meanwhile (same lock)
                     victim = self.items.popleft()
-                except IndexError:  # the dispatcher emptied it meanwhile
-                    victim = event
-                else:
                     self.items.append(event)
                     self.evicted += 1
-            self.dropped["queue_full"] += 1
+            if victim is not None:
+                self.dropped["queue_full"] += 1
         # While a provider is down every event lands here: look at the clock, not at the shared
         # rate-limited logger (a lock and a dict), except about once a second.
         now = _monotonic()
@@ -111,6 +126,8 @@ class ProviderQueue:
                 self.cap,
                 "oldest" if victim is not event else "newest",
             )
+        if victim is None:
+            return len(self.items)
         if event_dropped.receivers:
             if later is None:
                 notify(event_dropped, event=victim, provider=self.name, reason="queue_full")
@@ -121,8 +138,21 @@ class ProviderQueue:
     def take_many(self, limit: int) -> list[Event]:
         """Dispatcher side: up to ``limit`` of the oldest queued events (all with -1), counted as held."""
         items = self.items
-        count = len(items) if limit < 0 else min(limit, len(items))
-        # Counted as held before they leave the deque, so the bound never looks looser than it is.
-        self.held += count
-        popleft = items.popleft
-        return [popleft() for _ in range(count)]
+        with self._lock:  # else an eviction (``_overflow``) may pop one of the ``count`` first
+            count = len(items) if limit < 0 else min(limit, len(items))
+            # Counted as held before they leave the deque, so the bound never looks looser than it is.
+            self.held += count
+            popleft = items.popleft
+            return [popleft() for _ in range(count)]
+
+    def count_evicted(self, count: int) -> None:
+        """Dispatcher side: ``count`` events the lane evicted for what was owed, counted as the queue's
+        own evictions are (``Lane.evict_owed``; ``dropped`` is written on callers' threads too)."""
+        with self._lock:
+            self.dropped["queue_full"] += count
+
+    def settle(self) -> int:
+        """Dispatcher side: the evictions owed (see ``owed``), now the lane's to make."""
+        with self._lock:
+            owed, self.owed = self.owed, 0
+        return owed

@@ -6,6 +6,7 @@ All of this runs on the dispatcher thread only; other threads read the counters 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import itertools
 import logging
 import operator
@@ -156,6 +157,8 @@ class Lane:
         skips: 20 a second, where its queue fills with them. Grouped providers take all, so a
         request for one profile carries every event of that profile that is waiting.
         """
+        if self.queue.owed:  # first: none of the queue's events is spooled only to be deleted
+            self.evict_owed()
         if self.spool is not None and self.queue.items:
             self._spool_queued()
         if self._grouped:
@@ -273,6 +276,52 @@ class Lane:
             exc_info=True,
         )
         self.finish_dropped([event], "encode_error", [spool_id], None if seq is None else [seq])
+
+    def evict_owed(self) -> None:
+        """Make the evictions the queue owes (``ProviderQueue.owed``): drop, as ``queue_full``, the
+        oldest events not in a request yet. By the order they were queued: the open batches' (taken
+        before the backlog's), then the backlog's, then the queue's. Counted with the queue's own
+        evictions, as the same policy's."""
+        count = self.queue.settle()
+        items = self._evict_open(count)
+        events = [item.event for item in items]
+        spool_ids = [item.spool_id for item in items]
+        seqs = list(map(_seq_of, items))
+        backlog = self.backlog
+        if len(events) < count and backlog:
+            entries = [backlog.popleft() for _ in range(min(count - len(events), len(backlog)))]
+            events += [event for _, event in entries]
+            spool_ids += [spool_id for spool_id, _ in entries]
+            # The numbers they would have been opened with, which a waiting flush counts on (``watch``).
+            seqs += range(self._seq, self._seq + len(entries))
+            self._seq += len(entries)
+        if len(events) < count:  # younger than any a flush waits for: ``watch`` moves these to the backlog
+            events += self.queue.take_many(count - len(events))
+        if events:
+            self.queue.count_evicted(len(events))
+            self._end_dropped(events, "queue_full", spool_ids, seqs)
+
+    def _evict_open(self, count: int) -> list[Encoded]:
+        """Take the ``count`` oldest events out of the open batches (fewer if they hold fewer)."""
+        groups = self._groups
+        if count <= 0 or not groups:
+            return []
+        # Each group's items are in queue order: the oldest overall are a prefix of each.
+        oldest = heapq.merge(*(group.items for group in groups.values()), key=_seq_of)
+        items = list(itertools.islice(oldest, count))
+        last = items[-1].seq
+        for key, group in list(groups.items()):
+            taken = sum(1 for _ in itertools.takewhile(lambda item: item.seq <= last, group.items))
+            if taken == len(group.items):
+                del groups[key]
+            elif taken:
+                if group.bulk:  # where one event ends in a run encoded in bulk is not known
+                    self._unbundle(group)
+                for _ in range(taken):
+                    group.bytes -= len(group.items.popleft().data) + 1
+                del group.parts[:taken]
+        self.pending -= len(items)
+        return items
 
     def _spool_queued(self) -> None:
         """Everything the callers queued goes to the spool before it is worked on."""
@@ -394,8 +443,8 @@ class Lane:
         if self.spool is not None and spool_ids:
             self.spool.done(spool_ids)
 
-    def _spool_ids(self, batch: Batch) -> list[int | None] | None:
-        return [item.spool_id for item in batch.items] if self.spool is not None else None
+    def _spool_ids(self, items: Iterable[Encoded]) -> list[int | None] | None:
+        return [item.spool_id for item in items] if self.spool is not None else None
 
     def _seqs(self, items: Iterable[Encoded]) -> list[int] | None:
         """The events' numbers, only while a flush waits (nobody needs them otherwise)."""
@@ -438,7 +487,7 @@ class Lane:
         self.sent += delivered
         for index, reason in rejected.items():
             self._reject_one(batch.items[index].event, reason)
-        self._finish(len(batch.items), self._spool_ids(batch))
+        self._finish(len(batch.items), self._spool_ids(batch.items))
         if self._watches:
             if rejected:
                 self._watched([batch.items[index].seq for index in rejected], failed=True)
@@ -465,7 +514,7 @@ class Lane:
             )
         for item in batch.items:
             self._reject_one(item.event, reason)
-        self._finish(len(batch.items), self._spool_ids(batch))
+        self._finish(len(batch.items), self._spool_ids(batch.items))
         if self._watches:
             self._watched(list(map(_seq_of, batch.items)), failed=True)
         if batch_failed.receivers:
@@ -495,9 +544,8 @@ class Lane:
             len(batch.items),
             reason,
         )
-        self.finish_dropped(
-            [item.event for item in batch.items], reason, self._spool_ids(batch), self._seqs(batch.items)
-        )
+        items = batch.items
+        self.finish_dropped([item.event for item in items], reason, self._spool_ids(items), self._seqs(items))
         if batch_failed.receivers:
             notify(batch_failed, provider=self.name, count=len(batch.items), reason=reason)
 
@@ -511,6 +559,12 @@ class Lane:
         """Count ``events`` as dropped; ``seqs``: their numbers, for a waiting flush (``None`` for
         events not numbered yet, which no flush can be waiting for, or at a stop, which ends them all)."""
         self.dropped[reason] += len(events)
+        self._end_dropped(events, reason, spool_ids, seqs)
+
+    def _end_dropped(
+        self, events: list[Event], reason: str, spool_ids: list[int | None] | None, seqs: list[int] | None
+    ) -> None:
+        """``finish_dropped`` once counted."""
         self._finish(len(events), spool_ids)
         if self._watches and seqs is not None:
             self._watched(seqs, failed=True)
@@ -521,6 +575,7 @@ class Lane:
     def stop_everything(self, reason: str = "shutdown") -> int:
         """At a stop past its deadline: what is still open or queued is kept in the spool for the
         next process, or else counted as dropped (``reason``) — never lost silently."""
+        self.queue.settle()  # nothing is owed: this ends every event
         entries = [(item.spool_id, item.event) for group in self._groups.values() for item in group.items]
         self._groups.clear()
         self.pending = 0
@@ -580,7 +635,8 @@ class Lane:
         # dict(): a copy in one C call, whole under the GIL, while the dispatcher adds reasons.
         rejected_reasons = dict(self.rejected_reasons)
         dropped = Counter(dict(self.dropped))
-        # The queue's refused or evicted ones (written on callers' threads under the queue's lock).
+        # The queue's refused or evicted ones (written under the queue's lock: callers' threads, and
+        # this one's for the evictions it makes for the queue).
         dropped.update(dict(self.queue.dropped))
         skipped = dict(self.skipped)
         left_in_spool = self.left_in_spool
