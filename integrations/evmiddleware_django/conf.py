@@ -110,7 +110,7 @@ def _pipeline_value(key: str, name: str, value: Any) -> Any:
     """``value`` of the pipeline setting ``name``, checked with the parser ``configure()`` uses, so that
     an error names the key in ``EVMIDDLEWARE`` (``configure()`` names the environment variable)."""
     parse = CORE_PARSERS.get(name)
-    if parse is not None:
+    if parse is not None and value is not None:  # None: not set, as configure() takes it
         try:
             parse(value)
         except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(float("inf"))

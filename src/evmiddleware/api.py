@@ -438,11 +438,10 @@ def _tracked_async_generator(func: Callable[..., Any], record: _Record) -> Calla
 def flush(timeout: float | None = None) -> bool:
     """Wait until every event tracked before the call is delivered or has failed.
 
-    Returns ``True`` when all were delivered (``False`` on timeout or any failure). An event whose
-    ``track()`` returned an id but that was refused before it reached a provider's queue (a full
-    queue, a request event too large) is reported by the next ``flush()``, once. Events that failed
-    before an earlier flush was called are that flush's to report, not this one's. Never call it on
-    the request path in production; it is for scripts, jobs and tests.
+    Returns ``True`` when all were delivered (``False`` on timeout or any failure). Each failure is
+    reported once: by the flush waiting for the event, or, when none was (an event a full queue
+    refused, a request event too large, a batch given up before the call), by the next ``flush()``.
+    Never call it on the request path in production; it is for scripts, jobs and tests.
     """
     seconds = _wait_seconds(timeout, "flush")
     return _rt.flush(seconds)  # with the runtimes a configure() is still shutting down

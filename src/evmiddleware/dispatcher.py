@@ -70,10 +70,10 @@ class _FlushWaiter:
     watches: list[tuple[Lane, _Watch]] = dataclasses.field(default_factory=list)
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
     all_delivered: bool = False
-    #: Asked on the dispatcher thread once the intake is admitted: were events refused there (a full
-    #: queue) that this flush must report? They never reach a lane, so no watch sees them.
-    refused: Callable[[], bool] = lambda: False
-    some_refused: bool = False
+    #: Asked on the dispatcher thread once the intake is admitted: did events fail that no flush
+    #: watched (refused by a full queue, given up before the call)? This flush reports them.
+    failed_unwatched: Callable[[], bool] = lambda: False
+    some_failed_unwatched: bool = False
 
 
 def _nothing() -> None:
@@ -166,11 +166,11 @@ class Dispatcher:
             with contextlib.suppress(RuntimeError):  # loop closed during shutdown
                 loop.call_soon_threadsafe(self._wake_all)
 
-    def flush(self, timeout: float | None, refused: Callable[[], bool] | None = None) -> bool:
+    def flush(self, timeout: float | None, failed_unwatched: Callable[[], bool] | None = None) -> bool:
         """Wait until every event queued before the call is finished; True if all were delivered.
 
-        ``refused`` (dispatcher thread, once the intake is admitted): whether events were refused
-        before reaching a queue since the last flush asked; then the answer is False."""
+        ``failed_unwatched`` (dispatcher thread, once the intake is admitted): whether events no
+        flush watched failed since the last flush asked; then the answer is False."""
         if threading.current_thread() is self._thread:
             return False  # a signal receiver on the dispatcher thread would wait for itself
         self.start()
@@ -179,7 +179,9 @@ class Dispatcher:
         deadline = None if timeout is None else self._clock() + timeout
         if not self._ready.wait(timeout if timeout is not None else 5.0):
             return False
-        waiter = _FlushWaiter() if refused is None else _FlushWaiter(refused=refused)
+        waiter = _FlushWaiter()
+        if failed_unwatched is not None:
+            waiter.failed_unwatched = failed_unwatched
         loop = self._loop
         if loop is None or loop.is_closed():
             return not any(lane.outstanding() for lane in self.lanes)
@@ -228,6 +230,11 @@ class Dispatcher:
             )
             given_up += left
         return given_up
+
+    def counted(self) -> bool:
+        """The thread ran and has counted every event it could not deliver (its stop is over but
+        for closing its clients)."""
+        return self._counted.is_set()
 
     def begin_stop(self, timeout: float) -> tuple[threading.Thread | None, float]:
         """The first half of ``stop``, without waiting: record the stop, the earliest deadline asked for,
@@ -357,7 +364,7 @@ class Dispatcher:
 
     def _add_waiter(self, waiter: _FlushWaiter) -> None:
         self._admit()  # the flush covers every request that ended before it was called
-        waiter.some_refused = waiter.refused()
+        waiter.some_failed_unwatched = waiter.failed_unwatched()
         # Only these events count: one queued later that finishes first (or fails) changes nothing.
         waiter.watches = [(lane, lane.watch()) for lane in self.lanes]
         self._waiters.append(waiter)
@@ -371,7 +378,7 @@ class Dispatcher:
         for waiter in list(self._waiters):
             reached = all(watch.remaining <= 0 for _, watch in waiter.watches)
             if reached or stopped:
-                failed = waiter.some_refused or any(watch.failed for _, watch in waiter.watches)
+                failed = waiter.some_failed_unwatched or any(watch.failed for _, watch in waiter.watches)
                 waiter.all_delivered = reached and not failed
                 self._release(waiter)
 

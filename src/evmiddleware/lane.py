@@ -144,6 +144,9 @@ class Lane:
         self.recovered = 0  # events claimed from the spool (left by an earlier or a dead process)
         self.unreadable = 0  # spool rows that could not be read back (dropped as ``spool_corrupt``)
         self.left_in_spool = 0  # events kept in the spool at a graceful stop, for the next process
+        #: Events not delivered that no waiting flush watched: the next flush reports them
+        #: (``Runtime._failed_since_last_flush``), so each failure is reported once.
+        self.unreported = 0
         self._auth_logged = False
 
     # -- filling -------------------------------------------------------------------------------
@@ -280,8 +283,10 @@ class Lane:
     def evict_owed(self) -> None:
         """Make the evictions the queue owes (``ProviderQueue.owed``): drop, as ``queue_full``, the
         oldest events not in a request yet. By the order they were queued: the open batches' (taken
-        before the backlog's), then the backlog's, then the queue's. Counted with the queue's own
-        evictions, as the same policy's."""
+        before the backlog's), then the backlog's, then the queue's. Those this lane had numbered
+        count as its drops, which a waiting flush hears of (``_watched``); the queue's, which no lane
+        ever held, count with the queue's own evictions, which the next flush reports
+        (``Runtime._refused_since_last_flush``): each is reported once."""
         count = self.queue.settle()
         items = self._evict_open(count)
         events = [item.event for item in items]
@@ -295,10 +300,13 @@ class Lane:
             # The numbers they would have been opened with, which a waiting flush counts on (``watch``).
             seqs += range(self._seq, self._seq + len(entries))
             self._seq += len(entries)
-        if len(events) < count:  # younger than any a flush waits for: ``watch`` moves these to the backlog
-            events += self.queue.take_many(count - len(events))
+        numbered = len(events)
+        if numbered < count:  # younger than any a flush waits for: ``watch`` moves these to the backlog
+            events += self.queue.take_many(count - numbered)
         if events:
-            self.queue.count_evicted(len(events))
+            self.dropped["queue_full"] += numbered
+            if len(events) > numbered:
+                self.queue.count_evicted(len(events) - numbered)
             self._end_dropped(events, "queue_full", spool_ids, seqs)
 
     def _evict_open(self, count: int) -> list[Encoded]:
@@ -367,7 +375,7 @@ class Lane:
         """
         self.unreadable += count
         self.dropped["spool_corrupt"] += count
-        self.done += count
+        self.done += count  # not ``unreported``: rows no process can send, and this one never tracked
         if event_dropped.receivers:
             for _ in range(count):
                 notify(event_dropped, event=None, provider=self.name, reason="spool_corrupt")
@@ -469,6 +477,15 @@ class Lane:
     def unwatch(self, watch: _Watch) -> None:
         self._watches.remove(watch)
 
+    def _not_delivered(self, count: int, seqs: list[int] | None) -> None:
+        """``count`` events failed (``seqs``: their numbers, ``None`` when not numbered). A waiting flush
+        that watches one of them is told; the others count as ``unreported``, for the next flush."""
+        if self._watches and seqs:
+            self._watched(seqs, failed=True)
+            newest = max(watch.target for watch in self._watches)  # below it, some flush watches
+            count = sum(1 for seq in seqs if seq >= newest)
+        self.unreported += count
+
     def _watched(self, seqs: list[int], failed: bool) -> None:
         """These events finished (``failed``: not delivered); per batch, and only while a flush waits."""
         if not seqs:
@@ -488,9 +505,10 @@ class Lane:
         for index, reason in rejected.items():
             self._reject_one(batch.items[index].event, reason)
         self._finish(len(batch.items), self._spool_ids(batch.items))
+        if rejected:
+            self._not_delivered(len(rejected), [batch.items[index].seq for index in rejected])
         if self._watches:
             if rejected:
-                self._watched([batch.items[index].seq for index in rejected], failed=True)
                 accepted = [item.seq for index, item in enumerate(batch.items) if index not in rejected]
             else:  # the common case, in C: a flush waits while thousands of events finish
                 accepted = list(map(_seq_of, batch.items))
@@ -515,8 +533,7 @@ class Lane:
         for item in batch.items:
             self._reject_one(item.event, reason)
         self._finish(len(batch.items), self._spool_ids(batch.items))
-        if self._watches:
-            self._watched(list(map(_seq_of, batch.items)), failed=True)
+        self._not_delivered(len(batch.items), self._seqs(batch.items))
         if batch_failed.receivers:
             notify(batch_failed, provider=self.name, count=len(batch.items), reason=reason)
 
@@ -533,8 +550,7 @@ class Lane:
         """
         if reason in ("shutdown", "dispatcher_error") and self.spool is not None and self.spool.working:
             self._keep([(item.spool_id, item.event) for item in batch.items], reason)
-            if self._watches:
-                self._watched(list(map(_seq_of, batch.items)), failed=True)  # kept is not delivered
+            self._not_delivered(len(batch.items), self._seqs(batch.items))  # kept is not delivered
             return
         limited.log(
             logging.ERROR,
@@ -566,8 +582,7 @@ class Lane:
     ) -> None:
         """``finish_dropped`` once counted."""
         self._finish(len(events), spool_ids)
-        if self._watches and seqs is not None:
-            self._watched(seqs, failed=True)
+        self._not_delivered(len(events), seqs)
         if event_dropped.receivers:
             for event in events:
                 notify(event_dropped, event=event, provider=self.name, reason=reason)

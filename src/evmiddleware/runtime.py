@@ -33,6 +33,8 @@ from .spool import fork_guard as spool_fork_guard
 __all__ = ["ProviderStats", "Runtime", "Stats", "current", "flush", "peek", "replace"]
 
 _UTC = dt.timezone.utc
+#: How often a second shutdown looks at the first one's dispatcher while it waits.
+_WAIT_SLICE = 0.05
 _fromtimestamp = dt.datetime.fromtimestamp
 _new_tuple = tuple.__new__
 
@@ -102,10 +104,12 @@ class Runtime:
         self._nudge_at = max(64, min(lane.limits.max_events for lane in self.lanes)) if self.lanes else 0
         #: Events refused before reaching any provider, by reason (caller threads: under the lock).
         self.dropped: Counter[str] = Counter()
-        #: Records refused while admitted (a request event too large, say), and the count of those
-        #: and the queues' queue_full drops the last flush reported (``_refused_since_last_flush``).
+        #: Records refused while admitted (a request event too large, say), and the failures no flush
+        #: watched that the last flush counted (``_failed_since_last_flush``).
         self._refused_at_admission = 0
-        self._refused_reported = 0
+        self._failures_reported = 0
+        #: The runtime this one replaced had failures no flush reported yet: the next flush does.
+        self._failures_inherited = False
         #: Every event on its way to the providers' queues, in order (see ``Record``): appended on
         #: callers' threads (``api.track``, ``api.record_request_event``, ``submit``; each nudges the
         #: dispatcher at ``_nudge_at``) and turned into queued events by the dispatcher thread
@@ -282,16 +286,26 @@ class Runtime:
 
     def flush(self, timeout: float | None) -> bool:
         if not self.dispatcher.started and not self.intake and not any(q.items for q in self.queues):
-            return True
-        return self.dispatcher.flush(timeout, self._refused_since_last_flush)
+            return not self._failed_since_last_flush()  # no dispatcher thread that could ask meanwhile
+        return self.dispatcher.flush(timeout, self._failed_since_last_flush)
 
-    def _refused_since_last_flush(self) -> bool:
-        """Dispatcher thread, as a flush registers: were events whose ``track()`` returned an id refused
-        since the last flush asked, at admission or by a full queue? No lane ever held them, so no
-        flush's watch sees them; each is reported by the next flush, as failed."""
-        refused = self._refused_at_admission + sum(queue.dropped["queue_full"] for queue in self.queues)
-        reported, self._refused_reported = self._refused_reported, refused
-        return refused > reported
+    def _failed_since_last_flush(self) -> bool:
+        """Dispatcher thread (or a flush before it started), as a flush registers: did events fail that
+        no flush was waiting for, since the last flush asked? Those refused at admission or by a full
+        queue (no lane ever held them), those a lane gave up, rejected or evicted while no flush
+        watched them, and those of the runtime this one replaced. Each failure is reported once: by
+        the flush waiting for the event, or else by the next one."""
+        failed = self._unwatched_failures()
+        reported, self._failures_reported = self._failures_reported, failed
+        inherited, self._failures_inherited = self._failures_inherited, False
+        return failed > reported or inherited
+
+    def _unwatched_failures(self) -> int:
+        return (
+            self._refused_at_admission
+            + sum(queue.dropped["queue_full"] for queue in self.queues)
+            + sum(lane.unreported for lane in self.lanes)
+        )
 
     def shutdown(self, timeout: float | None, *, wait: float | None = None) -> bool:
         """Deliver what can be delivered within ``timeout`` (``None``: ``shutdown_timeout``), count and
@@ -320,7 +334,7 @@ class Runtime:
             self.closed = True
             self.takes_records = False
         if not first:
-            return self._shut_down.wait(seconds if wait is None else wait)
+            return self._wait_first_shutdown(seconds if wait is None else wait)
         given_up = 0
         try:
             given_up = self.dispatcher.stop(seconds)
@@ -336,6 +350,22 @@ class Runtime:
                 self._shut_down.set()
         if given_up:
             logger.error("evmiddleware: %d event(s) could not be delivered before shutdown", given_up)
+        return True
+
+    def _wait_first_shutdown(self, wait: float) -> bool:
+        """Wait, at most ``wait`` seconds, for the shutdown under way on another thread; whether it is over.
+
+        Over too once its dispatcher counted what it could not deliver: the first shutdown may be on the
+        very thread a signal interrupted (SIGTERM during ``configure()`` on the main thread, whose
+        handler waits for us), and cannot end before we return. What it has left to do then is only
+        to count records appended in the last instant.
+        """
+        deadline = time.monotonic() + wait
+        while not self._shut_down.wait(max(0.0, min(_WAIT_SLICE, deadline - time.monotonic()))):
+            if self.dispatcher.counted():
+                return True
+            if time.monotonic() >= deadline:
+                return False
         return True
 
     def shutdown_left(self) -> float:
@@ -417,6 +447,7 @@ def replace(overrides: Mapping[str, Any]) -> Runtime:
         _install(runtime)
         if old is not None:
             _retiring[old] = old.undelivered()
+            runtime._failures_inherited = old._unwatched_failures() > old._failures_reported
     if old is not None:
         if threading.current_thread() is old.dispatcher._thread:
             # configure() from a signal receiver on the old pipeline's dispatcher, which cannot wait for

@@ -223,3 +223,20 @@ def test_one_pull_takes_a_bounded_number_of_events_while_all_are_skipped():
     lane.pull(0.0)
     lane.pull(0.0)
     assert sum(lane.skipped.values()) == 2500 and not lane.queue.items
+
+
+def test_a_failure_a_waiting_flush_watches_is_its_to_report_and_one_no_flush_watches_the_next_ones():
+    lane = lane_with(Fixed(Limits(max_events=10, max_bytes=10**6)), [ev() for _ in range(3)])
+    watch = lane.watch()
+    key = lane.ready(0.0, True)
+    assert key is not False
+    lane.finish_rejected(lane.take_batch(key, 0.0), "http_400")
+    assert watch.failed and watch.remaining == 0
+    assert lane.unreported == 0  # that flush reports them: the next one must not again
+    lane.unwatch(watch)
+    lane.queue.offer(ev())
+    lane.pull(0.0)
+    key = lane.ready(0.0, True)
+    assert key is not False
+    lane.finish_rejected(lane.take_batch(key, 0.0), "http_400")
+    assert lane.unreported == 1  # no flush waited: the next one reports it

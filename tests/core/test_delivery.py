@@ -405,3 +405,29 @@ def test_flush_reports_a_request_event_refused_when_it_was_built():
     assert evmiddleware.flush(10) is False
     assert [e.properties["path"] for e in sink.events] == ["/short"]
     assert evmiddleware.stats()["dropped"] == {"too_large": 1}
+
+
+def test_a_batch_given_up_while_no_flush_waited_is_reported_by_the_next_flush_once():
+    answers = iter([Answer(400, b'{"error":"bad"}')])
+    with RecordingServer(lambda s, r: next(answers, Answer())) as server:
+        configure_flokit(server.url)
+        evmiddleware.track("refused", user_id="u")
+        assert wait_for(lambda: evmiddleware.stats()["providers"]["flokit"]["rejected"] == 1)
+        evmiddleware.track("sent", user_id="u")
+        assert evmiddleware.flush(10) is False
+        assert evmiddleware.flush(10) is True
+        assert [e["event"] for e in server.events()] == ["refused", "sent"]
+
+
+def test_failures_no_flush_reported_before_a_configure_are_reported_by_the_next_flush():
+    release = threading.Event()
+    with RecordingServer(lambda s, r: Answer(hold=release)) as server:
+        configure_flokit(server.url, max_queue=3)
+        for i in range(8):
+            evmiddleware.track("e", {"i": i}, user_id="u")
+        assert wait_for(lambda: evmiddleware.stats()["providers"]["flokit"]["dropped"] == {"queue_full": 5})
+        release.set()
+        evmiddleware.configure(providers=[MemorySink()])  # retires the old pipeline, which sends its 3
+        assert evmiddleware.flush(10) is False
+        assert evmiddleware.flush(10) is True
+        assert len(server.events()) == 3

@@ -139,6 +139,42 @@ def test_sigterm_while_configure_retires_a_pipeline_delivers_that_pipeline_s_eve
     assert lines == ["old_pipeline"] * 10, f"{len(lines)} of 10 delivered; stderr: {done.stderr}"
 
 
+_SIGTERM_ON_MAIN = (
+    _SIGTERM_SCRIPT.replace("shutdown_timeout=10", "shutdown_timeout=30").split("old.shutdown = shutdown\n")[
+        0
+    ]
+    + """old.shutdown = shutdown
+
+def term():
+    deadline = time.monotonic() + 10
+    while old.shutdown_left() == 0 and time.monotonic() < deadline:  # configure() is retiring it
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=term, daemon=True).start()
+evmiddleware.configure(providers=[MemorySink()])  # on the main thread, which the signal interrupts
+time.sleep(60)
+raise SystemExit("the signal did not end the process")
+"""
+)
+
+
+def test_sigterm_while_the_main_thread_retires_a_pipeline_ends_once_that_pipeline_is_done(
+    tmp_path: Path,
+) -> None:
+    # The handler interrupts the retiring shutdown on the main thread and waits for the SIGTERM
+    # thread, which waited for that shutdown to be over: it cannot be before the handler returns, so
+    # the process lived its whole bound (shutdown_timeout + 1.5 s, here past the run's timeout).
+    delivered = tmp_path / "delivered.txt"
+    script = f"PATH = {str(delivered)!r}\n" + _SIGTERM_ON_MAIN
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=20, check=False
+    )
+    assert done.returncode == -signal.SIGTERM, done.stderr
+    assert delivered.read_text().splitlines() == ["old_pipeline"] * 10
+    assert "exiting before a shutdown under way finished" not in done.stderr
+
+
 # -- 3. shutdown() and configure() in a receiver on the dispatcher thread ------------------------------
 
 

@@ -168,6 +168,14 @@ def test_a_bad_pipeline_value_in_the_setting_names_the_settings_key_not_the_vari
     assert error.id == "evmiddleware.E005" and "EVMIDDLEWARE['FLUSH_INTERVAL']" in error.msg
 
 
+def test_a_pipeline_key_set_to_none_is_not_set_as_configure_takes_it():
+    # {"SHUTDOWN_TIMEOUT": env("X", default=None)}: configure() skips None; the setting must too.
+    with override_settings(EVMIDDLEWARE={"SHUTDOWN_TIMEOUT": None, "MAX_QUEUE": None}):
+        assert checks.check_settings() == []
+    with site(EVMIDDLEWARE={"SHUTDOWN_TIMEOUT": None}):
+        ready()
+
+
 def test_a_bad_environment_value_is_still_named_as_the_variable(monkeypatch):
     monkeypatch.setenv("EVMIDDLEWARE_FLUSH_INTERVAL", "soon")
     with override_settings(EVMIDDLEWARE={"TRACK_USER": False}):
