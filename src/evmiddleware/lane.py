@@ -5,14 +5,14 @@ All of this runs on the dispatcher thread only; other threads read the counters 
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import itertools
 import logging
+import math
 import operator
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from typing import TypedDict
+from typing import NamedTuple, TypedDict
 
 from ._json import dumps_items
 from ._log import limited, logger, redact
@@ -26,7 +26,7 @@ from .spool import Spool, encode_event
 __all__ = ["Lane", "ProviderStats"]
 
 _seq_of = operator.attrgetter("seq")  # Encoded.seq, for a whole batch in one C call
-_event_id_of = operator.attrgetter("event.id")
+_spool_key_of = operator.itemgetter(2)  # a backlog entry's key (``_Entry``)
 #: Events one ``pull`` takes at most while those it took opened no batch (all skipped or refused):
 #: bounds the time one lane keeps the dispatcher thread from the others.
 _PULL_LIMIT = 1000
@@ -94,17 +94,20 @@ class _Watch:
         self.failed = False  # one of them was not delivered
 
 
-def batch_key(items: list[Encoded]) -> str:
-    """The idempotency key of a spooled batch of ``items``: a digest of their event ids, uuid-shaped.
+#: A backlog entry: spool row id (``None``: not spooled), event, and the idempotency key of the
+#: request the event was sent in by an earlier process (``Spool.set_key``; ``None``: none known).
+_Entry = tuple[int | None, Event, str | None]
 
-    The same again when a later process re-forms the batch from the spool: a batch FloKit stored but
-    whose answer never came (a stop, a crash) is then a replay FloKit ignores, where a fresh key per
-    batch made it store those events twice. Different events never share a key (event ids are
-    unique), so a key can never hide other events behind a replay. About 0.15 ms for 1,000 events:
-    too much for a batch that cannot outlive its process, nothing beside a spool's writes.
-    """
-    digest = hashlib.blake2b("\n".join(map(_event_id_of, items)).encode(), digest_size=16).hexdigest()
-    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:]}"
+
+class _Replay(NamedTuple):
+    """The ``Lane._groups`` key of a request an earlier process sent, opened to go again as it was."""
+
+    key: str  # its idempotency key
+    group: str | None  # the provider's group key of its events
+
+
+#: A group of ``Lane._groups``: a provider's group key, or a request sent again.
+GroupKey = str | None | _Replay
 
 
 class Lane:
@@ -122,8 +125,8 @@ class Lane:
         #: Set by the dispatcher thread when a spool is configured.
         self.spool: Spool | None = None
         #: Events taken from the queue (and spooled) or recovered from the spool, not yet encoded.
-        self.backlog: deque[tuple[int | None, Event]] = deque()
-        self._groups: dict[str | None, _Group] = {}
+        self.backlog: deque[_Entry] = deque()
+        self._groups: dict[GroupKey, _Group] = {}
         self.pending = 0
         self.in_flight = 0
         #: The number the next event opened gets (``Encoded.seq``), in the order they were queued.
@@ -181,8 +184,18 @@ class Lane:
         if backlog:
             count = len(backlog) if want < 0 else min(want, len(backlog))
             entries = [backlog.popleft() for _ in range(count)]
-            self._open([event for _, event in entries], [spool_id for spool_id, _ in entries], now)
-            if backlog or count == want:
+            # A request sent again is opened whole (``_open_replay``): the rest of it comes too.
+            key = entries[-1][2]
+            while key is not None and backlog and backlog[0][2] == key:
+                entries.append(backlog.popleft())
+            count = len(entries)
+            for key, run in itertools.groupby(entries, _spool_key_of):
+                if key is None:
+                    plain = list(run)
+                    self._open([event for _, event, _ in plain], [spool_id for spool_id, _, _ in plain], now)
+                else:
+                    self._open_replay(key, list(run), now)
+            if backlog or 0 <= want <= count:
                 return count
             want = want - count if want > 0 else want
         events = self.queue.take_many(want)
@@ -263,6 +276,53 @@ class Lane:
         group.bytes += size
         self.pending += len(events)
 
+    def _open_replay(self, key: str, entries: list[_Entry], now: float) -> None:
+        """Open the events of a request an earlier process sent under idempotency ``key`` (and kept in
+        the spool: its answer never came) as one batch, to go again as it was, under ``key``.
+
+        FloKit answers a key it knows with the original result and stores nothing, so the batch must
+        hold no event that request did not: one would be lost. Fewer is safe (those the request had
+        are stored already, or it never arrived): an event this process skips, refuses or evicts
+        leaves. A batch that could not go whole (the limits or the grouping differ from the earlier
+        process's) goes as ordinary events, under new keys: FloKit may then store some twice, but
+        loses none.
+        """
+        encode = self.provider.encode
+        group_key = self.provider.group_key if self._grouped else None
+        first = self._seq
+        self._seq += len(entries)
+        items: list[Encoded] = []
+        groups: set[str | None] = set()
+        for (spool_id, event, _), seq in zip(entries, itertools.count(first), strict=False):
+            try:
+                data = encode(event)
+                groups.add(group_key(event) if group_key is not None else None)
+            except Exception as exc:
+                self._not_encoded(event, spool_id, exc, seq)
+                continue
+            if len(data) > self._body_room:
+                self.finish_dropped([event], "too_large", [spool_id], [seq])
+                continue
+            items.append(Encoded(event, data, spool_id, seq))
+        size = sum(len(item.data) + 1 for item in items)
+        replay = _Replay(key, next(iter(groups))) if len(groups) == 1 else None
+        whole = len(items) <= self.limits.max_events and size <= self._body_room
+        if replay is not None and whole and replay not in self._groups:
+            group = self._groups[replay] = _Group(-math.inf)  # due at once: no event may join it
+            group.items.extend(items)
+            group.parts = [item.data for item in items]
+            group.bytes = size
+        else:
+            for item in items:
+                group_id = group_key(item.event) if group_key is not None else None
+                ordinary = self._groups.get(group_id)
+                if ordinary is None:
+                    ordinary = self._groups[group_id] = _Group(now)
+                ordinary.items.append(item)
+                ordinary.parts.append(item.data)
+                ordinary.bytes += len(item.data) + 1
+        self.pending += len(items)
+
     def _not_encoded(self, event: Event, spool_id: int | None, error: Exception, seq: int | None) -> None:
         """Count an event ``encode`` or ``wire`` refused (called in its ``except`` block)."""
         if isinstance(error, SkipEvent):
@@ -295,8 +355,8 @@ class Lane:
         backlog = self.backlog
         if len(events) < count and backlog:
             entries = [backlog.popleft() for _ in range(min(count - len(events), len(backlog)))]
-            events += [event for _, event in entries]
-            spool_ids += [spool_id for spool_id, _ in entries]
+            events += [event for _, event, _ in entries]
+            spool_ids += [spool_id for spool_id, _, _ in entries]
             # The numbers they would have been opened with, which a waiting flush counts on (``watch``).
             seqs += range(self._seq, self._seq + len(entries))
             self._seq += len(entries)
@@ -336,7 +396,7 @@ class Lane:
         assert self.spool is not None
         events = self.queue.take_many(-1)
         ids, events = self._spool_add(events)
-        self.backlog.extend(zip(ids, events, strict=True))
+        self.backlog.extend((spool_id, event, None) for spool_id, event in zip(ids, events, strict=True))
 
     def _spool_add(self, events: list[Event]) -> tuple[list[int | None], list[Event]]:
         """Spool ``events``: their row ids and the events written. One the spool cannot write (a lone
@@ -361,7 +421,10 @@ class Lane:
         if self.spool is None:
             return
         room = self.queue.cap - len(self.queue.items) - self.queue.held
-        claimed = self.spool.claim(self.name, room, self._unreadable)
+        # A request sent before comes whole (``Spool.claim``): one larger than a batch, or than the
+        # queue's room ever is, loses its key there.
+        largest = min(self.queue.cap, self.limits.max_events)
+        claimed = self.spool.claim(self.name, room, self._unreadable, largest=largest)
         if claimed:
             self.recovered += len(claimed)  # first: ``enqueued`` counts an event before it can finish
             self.queue.held += len(claimed)
@@ -383,7 +446,7 @@ class Lane:
     def _full(self, group: _Group) -> bool:
         return len(group.items) >= self.limits.max_events or group.bytes >= self._body_room
 
-    def ready(self, now: float, force: bool) -> str | bool | None:
+    def ready(self, now: float, force: bool) -> GroupKey | bool:
         """The key of the group to send next, or ``False`` when no batch is due yet."""
         for key, group in self._groups.items():
             if force or self._full(group) or now - group.opened >= self.flush_interval:
@@ -397,11 +460,15 @@ class Lane:
         oldest = min(group.opened for group in self._groups.values())
         return max(0.0, oldest + self.flush_interval - now)
 
-    def take_batch(self, key: str | None, now: float) -> Batch:
-        """Close a batch of group ``key``: as many events as the count and byte limits allow."""
+    def take_batch(self, key: GroupKey, now: float) -> Batch:
+        """Close a batch of group ``key``: as many events as the count and byte limits allow (all of a
+        request sent again: ``_open_replay`` opened it only if it fits)."""
         group = self._groups[key]
         items: list[Encoded]
-        if len(group.items) <= self.limits.max_events and group.bytes <= self._body_room:
+        # A request sent again goes whole (it fits: ``_open_replay`` opened it so): split, its key
+        # would hide the second part's events.
+        replay = isinstance(key, _Replay)
+        if replay or (len(group.items) <= self.limits.max_events and group.bytes <= self._body_room):
             # The whole group fits: the common case.
             items, parts, size = list(group.items), group.parts, group.bytes
             group.items.clear()
@@ -426,9 +493,13 @@ class Lane:
             group.opened = now  # the rest starts a new batch window
         self.pending -= len(items)
         self.largest_batch = max(self.largest_batch, len(items))
-        # With a spool a batch may be re-formed by a later process: its key must be found again.
-        # Without one it never outlives this process, and a fresh id costs nothing to make.
-        idempotency_key = batch_key(items) if self.spool is not None else new_event_id()
+        if isinstance(key, _Replay):
+            return Batch(items, key.group, key.key, b",".join(parts))
+        idempotency_key = new_event_id()
+        if self.spool is not None:
+            # Kept with the rows before the request leaves: a later process sends them again under it
+            # if this one stops or dies before the answer (``_open_replay``).
+            self.spool.set_key([item.spool_id for item in items], idempotency_key)
         return Batch(items, key, idempotency_key, b",".join(parts))
 
     def _unbundle(self, group: _Group) -> None:
@@ -468,7 +539,8 @@ class Lane:
         if self.spool is not None:
             self._spool_queued()
         else:
-            self.backlog.extend(zip(itertools.repeat(None), self.queue.take_many(-1)))
+            none = itertools.repeat(None)  # zip in C: the queue may be long
+            self.backlog.extend(zip(none, self.queue.take_many(-1), none, strict=False))
         watch = _Watch(self._seq + len(self.backlog), self.queue.held)
         watch.failed = self.done != done  # the spool could not write one of them: dropped already
         self._watches.append(watch)
@@ -594,7 +666,8 @@ class Lane:
         entries = [(item.spool_id, item.event) for group in self._groups.values() for item in group.items]
         self._groups.clear()
         self.pending = 0
-        entries.extend(self.backlog)
+        # A request sent again keeps its key in the spool, and its events stay together there.
+        entries.extend((spool_id, event) for spool_id, event, _ in self.backlog)
         self.backlog.clear()
         entries.extend((None, event) for event in self.queue.take_many(-1))
         if not entries:

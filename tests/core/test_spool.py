@@ -118,7 +118,7 @@ def test_a_row_leased_by_a_live_process_is_not_taken_until_its_lease_expires(tmp
     assert other.claim("flokit", 10) == []
     now[0] += 2  # the owner died and stopped renewing
     claimed = other.claim("flokit", 10)
-    assert [e.properties["i"] for _, e in claimed] == [1, 2]
+    assert [e.properties["i"] for _, e, _ in claimed] == [1, 2]
     assert owner.claim("flokit", 10) == []  # now leased by the other process
 
 
@@ -138,7 +138,7 @@ def test_claim_and_done_are_per_provider(tmp_path):
     path = str(tmp_path / "spool.db")
     spool = Spool(path)
     spool.release(spool.add("a", [ev(1)]) + spool.add("b", [ev(2)]))
-    [(rowid, _event)] = spool.claim("a", 10)
+    [(rowid, _event, _key)] = spool.claim("a", 10)
     spool.done([rowid])
     assert summarize(path)["b"]["events"] == 1
     assert "a" not in summarize(path)
