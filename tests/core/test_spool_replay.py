@@ -16,6 +16,7 @@ import evmiddleware
 from evmiddleware.errors import ConfigurationError
 from evmiddleware.spool import Spool, encode_event
 from tests.core.builders import an_event
+from tests.core.test_spool import configure
 from tests.core.waiting import wait_for
 from tests.httpserver import Answer, Received, RecordingServer, Script
 
@@ -23,18 +24,6 @@ from tests.httpserver import Answer, Received, RecordingServer, Script
 def rows(path: Any) -> int:
     with sqlite3.connect(path) as connection:
         return int(connection.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-
-
-def configure(url: str, spool: Any, **settings: Any) -> None:
-    evmiddleware.configure(
-        flokit_api_key="k",
-        flokit_url=url,
-        spool=str(spool),
-        flush_interval=0.05,
-        retry_base_delay=0.05,
-        retry_max_delay=0.2,
-        **settings,
-    )
 
 
 def numbers(received: Received) -> list[int]:

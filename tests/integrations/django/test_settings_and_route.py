@@ -35,6 +35,7 @@ from evmiddleware.wsgi import EventMiddleware as WSGIEventMiddleware
 from evmiddleware_django import EventMiddleware, checks, conf
 
 from .site import SITE
+from .test_middleware import SET_UP_AND_CHECKED
 
 OURS = "evmiddleware_django.EventMiddleware"
 
@@ -75,25 +76,9 @@ def test_exclude_paths_in_the_setting_leaves_the_projects_own_configuration_in_p
     ]
 
 
-# What `manage.py check` does: settings, django.setup(), the checks. A bad *environment* value was
-# raised at setup (a traceback) once EXCLUDE_PATHS was in the setting; it is the checks' to report.
-SET_UP_AND_CHECKED = """
-import json, sys
-import django
-from django.conf import settings
-
-settings.configure(INSTALLED_APPS=["evmiddleware_django"], EVMIDDLEWARE=json.loads(sys.argv[1]))
-try:
-    django.setup()
-except Exception as exc:
-    print("setup:", type(exc).__name__, exc)
-else:
-    from django.core import checks
-
-    print("checks:", [message.id for message in checks.run_checks()])
-"""
-
-
+# SET_UP_AND_CHECKED does what `manage.py check` does: settings, django.setup(), the checks. A bad
+# *environment* value was raised at setup (a traceback) once EXCLUDE_PATHS was in the setting; it
+# is the checks' to report.
 @pytest.mark.parametrize(
     ("environment", "outcome"),
     [
