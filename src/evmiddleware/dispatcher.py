@@ -364,9 +364,11 @@ class Dispatcher:
 
     def _add_waiter(self, waiter: _FlushWaiter) -> None:
         self._admit()  # the flush covers every request that ended before it was called
-        waiter.some_failed_unwatched = waiter.failed_unwatched()
         # Only these events count: one queued later that finishes first (or fails) changes nothing.
         waiter.watches = [(lane, lane.watch()) for lane in self.lanes]
+        # After the watches: one that fails as it is set up (an event the spool cannot write) marks
+        # the watch failed and counts as unreported too; asked now, it is reported here, once.
+        waiter.some_failed_unwatched = waiter.failed_unwatched()
         self._waiters.append(waiter)
         self._check_waiters()
         self._wake_all()

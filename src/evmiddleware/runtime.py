@@ -467,6 +467,10 @@ def _retire(old: Runtime) -> None:
     finally:
         with _lock:
             _retiring.pop(old, None)
+            # What its shutdown gave up on, no flush watched: the next flush, the current runtime's,
+            # reports it (once out of ``_retiring``, no flush looks at ``old`` any more).
+            if _runtime is not None and old._unwatched_failures() > old._failures_reported:
+                _runtime._failures_inherited = True
 
 
 def flush(timeout: float | None) -> bool:

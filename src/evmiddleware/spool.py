@@ -413,7 +413,8 @@ def _claimable(
     nothing: part of the request sent under it, then the rest, would lose the rest; other events
     added to it would be lost. A request of more than ``largest`` events, which the caller can never
     take at once, loses its key for good: its rows go as ordinary ones, under new keys (FloKit may
-    store those of them it stored before twice, but loses none).
+    store those of them it stored before twice, but loses none). The first request is taken whole
+    even where it passes ``limit``.
     """
     window: list[_Row] = connection.execute(
         "SELECT rowid, payload, batch_key FROM events WHERE provider = ? AND lease_until < ?"
@@ -454,8 +455,11 @@ def _claimable(
         else:
             passed.add(key)
             unit = requests[key]
-        if len(taken) + len(unit) > limit:
+        if taken and len(taken) + len(unit) > limit:
             break  # a request that does not fit yet waits for room, and what came after it with it
+        # The first one is taken even past ``limit`` (by less than one request, at most ``largest``):
+        # under steady traffic the room rarely reaches a whole request, and it, and every row after
+        # it, would wait in the spool for as long as the traffic lasts.
         taken.extend(unit)
     return taken
 

@@ -431,3 +431,13 @@ def test_failures_no_flush_reported_before_a_configure_are_reported_by_the_next_
         assert evmiddleware.flush(10) is False
         assert evmiddleware.flush(10) is True
         assert len(server.events()) == 3
+
+
+def test_an_event_the_replaced_pipeline_gives_up_at_its_shutdown_is_reported_by_the_next_flush():
+    with RecordingServer(lambda s, r: Answer(503, b"{}")) as down:
+        configure_flokit(down.url, shutdown_timeout=0.3)
+        evmiddleware.track("e", user_id="u")
+        assert wait_for(lambda: len(down.received) >= 1)
+        configure_flokit(down.url)  # retires the old pipeline: its shutdown gives the event up
+        assert evmiddleware.flush(2) is False
+        assert evmiddleware.flush(2) is True

@@ -338,3 +338,17 @@ def test_events_a_failing_spool_cannot_keep_at_a_stop_are_dropped_not_left_in_it
     row = lane.snapshot()
     assert (row["left_in_spool"], row["dropped"], row["queued"]) == (0, {"shutdown": 2000}, 0)
     assert row["enqueued"] == 2000
+
+
+def test_an_event_the_spool_cannot_write_as_a_flush_begins_is_reported_by_that_flush_only(tmp_path):
+    # Spooled as the flush sets up its watches: that flush hears of it (False); the next must not.
+    with RecordingServer() as up:
+        configure(up.url, tmp_path / "spool.db", spool_interval=5.0)
+        evmiddleware.track("warm", user_id="u")
+        assert evmiddleware.flush(5)
+        record_request_event(RequestContext("anon-1"), "http_request", lambda s: {"path": "/caf\udce9"}, ())
+        evmiddleware.track("ok", user_id="u")
+        assert evmiddleware.flush(5) is False
+        evmiddleware.track("ok2", user_id="u")
+        assert evmiddleware.flush(5) is True
+    assert evmiddleware.stats()["providers"]["flokit"]["dropped"] == {"encode_error": 1}

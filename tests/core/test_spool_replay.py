@@ -144,6 +144,18 @@ def test_a_claim_takes_a_request_whole_in_its_order_or_not_at_all(tmp_path):
     assert [(rowid, k) for rowid, _, k in claimed] == [(d, "k1"), (b, "k1"), (c, None)]
 
 
+def test_the_first_request_is_claimed_whole_even_past_the_room_a_busy_queue_leaves(tmp_path):
+    # Under steady traffic the queue's room rarely reaches a whole request: waiting for it kept the
+    # request, and every row after it, in the spool for as long as the traffic lasted.
+    spool = Spool(str(tmp_path / "spool.db"))
+    rows = spool.add("flokit", [an_event(i) for i in range(5)])
+    spool.set_key(rows[:4], "k1")
+    spool.release(rows)
+    claimed = spool.claim("flokit", 1, largest=4)
+    assert [(rowid, key) for rowid, _, key in claimed] == [(rowid, "k1") for rowid in rows[:4]]
+    assert [rowid for rowid, _, _ in spool.claim("flokit", 1, largest=4)] == [rows[4]]
+
+
 def test_a_spool_of_the_previous_schema_is_brought_up_to_date_and_its_rows_sent(tmp_path):
     spool = tmp_path / "spool.db"
     with sqlite3.connect(spool) as connection:  # what version 1 created
