@@ -434,9 +434,8 @@ def _claimable(
             chunk,
         ):
             requests[key].append((rowid, payload, key))
-            if (
-                lease_until >= now
-            ):  # a live process holds part of it (never seen: its rows are leased together)
+            # A live process holds part of it (not seen so far: a request's rows are leased together).
+            if lease_until >= now:
                 held.add(key)
     too_large = {key for key, rows in requests.items() if largest is not None and len(rows) > largest}
     # Those rows go as ordinary ones from now on, whoever takes them.
