@@ -5,11 +5,12 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 from urllib.parse import quote
+
+from ._fork import new_lock_in_child
 
 logger = logging.getLogger("evmiddleware")
 
@@ -97,12 +98,4 @@ class RateLimitedLog:
 limited = RateLimitedLog()
 
 
-def _new_lock_in_child() -> None:
-    # A fork while another thread logs (the dispatcher's retry lines while gunicorn forks a worker)
-    # leaves the child this lock held by a thread it does not have: its first limited line, a
-    # refused event on a request thread, then blocked for good.
-    limited._lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_lock_in_child)
+new_lock_in_child(limited, "_lock")  # else a child's first limited line could block for good

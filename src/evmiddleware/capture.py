@@ -22,9 +22,9 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
-import os
 import random
 import re
+import sys
 import threading
 import time
 from collections import Counter
@@ -33,6 +33,7 @@ from typing import Any, AnyStr
 from urllib.parse import unquote_plus
 
 from . import runtime as _rt
+from ._fork import new_lock_in_child
 from ._log import limited
 from .api import record_request_event
 from .capture_options import SECRET_WORDS, CaptureOptions, _checked, _is_async, looks_secret
@@ -658,13 +659,7 @@ _errors: Counter[str] = Counter()
 _errors_lock = threading.Lock()
 
 
-def _new_lock_in_child() -> None:
-    global _errors_lock
-    _errors_lock = threading.Lock()  # the parent's may have been held by another thread at fork time
-
-
-if hasattr(os, "register_at_fork"):  # at import, as in ``signals``
-    os.register_at_fork(after_in_child=_new_lock_in_child)
+new_lock_in_child(sys.modules[__name__], "_errors_lock")
 
 
 def errors() -> dict[str, int]:

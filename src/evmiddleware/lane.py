@@ -212,13 +212,19 @@ class Lane:
             self._open_each(events, spool_ids, seq, now)
 
     def _open_each(
-        self, events: list[Event], spool_ids: Iterable[int | None], first: int, now: float
+        self,
+        events: list[Event],
+        spool_ids: Iterable[int | None],
+        first: int,
+        now: float,
+        groups: dict[GroupKey, _Group] | None = None,
     ) -> None:
         """Encode ``events`` one by one into their groups' open batches (a pull at a time: this loop
-        runs per event)."""
+        runs per event); into ``groups`` instead of the lane's when given (``_open_replay``)."""
         encode = self.provider.encode
         group_key = self.provider.group_key if self._grouped else None
-        groups = self._groups
+        if groups is None:
+            groups = self._groups
         room = self._body_room
         group: _Group | None = None
         key: str | None = None
@@ -287,41 +293,26 @@ class Lane:
         process's) goes as ordinary events, under new keys: FloKit may then store some twice, but
         loses none.
         """
-        encode = self.provider.encode
-        group_key = self.provider.group_key if self._grouped else None
         first = self._seq
         self._seq += len(entries)
-        items: list[Encoded] = []
-        groups: set[str | None] = set()
-        for (spool_id, event, _), seq in zip(entries, itertools.count(first), strict=False):
-            try:
-                data = encode(event)
-                groups.add(group_key(event) if group_key is not None else None)
-            except Exception as exc:
-                self._not_encoded(event, spool_id, exc, seq)
-                continue
-            if len(data) > self._body_room:
-                self.finish_dropped([event], "too_large", [spool_id], [seq])
-                continue
-            items.append(Encoded(event, data, spool_id, seq))
-        size = sum(len(item.data) + 1 for item in items)
-        replay = _Replay(key, next(iter(groups))) if len(groups) == 1 else None
-        whole = len(items) <= self.limits.max_events and size <= self._body_room
-        if replay is not None and whole and replay not in self._groups:
-            group = self._groups[replay] = _Group(-math.inf)  # due at once: no event may join it
-            group.items.extend(items)
-            group.parts = [item.data for item in items]
-            group.bytes = size
-        else:
-            for item in items:
-                group_id = group_key(item.event) if group_key is not None else None
-                ordinary = self._groups.get(group_id)
-                if ordinary is None:
-                    ordinary = self._groups[group_id] = _Group(now)
-                ordinary.items.append(item)
-                ordinary.parts.append(item.data)
-                ordinary.bytes += len(item.data) + 1
-        self.pending += len(items)
+        opened: dict[GroupKey, _Group] = {}  # apart: nothing else may join the request
+        events = [event for _, event, _ in entries]
+        self._open_each(events, [spool_id for spool_id, _, _ in entries], first, now, opened)
+        if len(opened) == 1:
+            [(group_id, group)] = opened.items()
+            replay = _Replay(key, group_id)  # type: ignore[arg-type]  # the provider's key: str | None
+            if not self._full_past(group) and replay not in self._groups:
+                group.opened = -math.inf  # due at once
+                self._groups[replay] = group
+                return
+        for group_id, group in opened.items():  # not whole: ordinary events, under new keys
+            ordinary = self._groups.get(group_id)
+            if ordinary is None:
+                self._groups[group_id] = group
+            else:
+                ordinary.items.extend(group.items)
+                ordinary.parts += group.parts
+                ordinary.bytes += group.bytes
 
     def _not_encoded(self, event: Event, spool_id: int | None, error: Exception, seq: int | None) -> None:
         """Count an event ``encode`` or ``wire`` refused (called in its ``except`` block)."""
@@ -445,6 +436,10 @@ class Lane:
 
     def _full(self, group: _Group) -> bool:
         return len(group.items) >= self.limits.max_events or group.bytes >= self._body_room
+
+    def _full_past(self, group: _Group) -> bool:
+        """More than one request may carry."""
+        return len(group.items) > self.limits.max_events or group.bytes > self._body_room
 
     def ready(self, now: float, force: bool) -> GroupKey | bool:
         """The key of the group to send next, or ``False`` when no batch is due yet."""

@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from types import FrameType
 from typing import Any, TypeVar
 
 from . import api
+from ._fork import new_lock_in_child
 from ._log import logger
 
 __all__ = ["flush_off_loop", "install_signal_handler", "run_lifespan", "uninstall_signal_handler"]
@@ -42,13 +44,7 @@ _SHUTDOWN_DONE = ("lifespan.shutdown.complete", "lifespan.shutdown.failed")
 _install_lock = threading.Lock()
 
 
-def _new_lock_in_child() -> None:
-    global _install_lock
-    _install_lock = threading.Lock()  # the parent's may have been held by another thread at fork time
-
-
-if hasattr(os, "register_at_fork"):  # at import, as in ``signals``
-    os.register_at_fork(after_in_child=_new_lock_in_child)
+new_lock_in_child(sys.modules[__name__], "_install_lock")
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

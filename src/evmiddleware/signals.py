@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -34,6 +34,7 @@ from typing import Any
 
 from blinker import NamedSignal, Namespace
 
+from ._fork import new_lock_in_child
 from ._log import limited
 
 __all__ = ["event_tracked", "batch_sent", "batch_failed", "event_dropped"]
@@ -55,14 +56,7 @@ receiver_errors: Counter[str] = Counter()
 _errors_lock = threading.Lock()
 
 
-def _new_lock_in_child() -> None:
-    global _errors_lock
-    _errors_lock = threading.Lock()  # the parent's may have been held by another thread at fork time
-
-
-# Registered at import, like ``events._reseed``: a child forked before any pipeline exists too.
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_lock_in_child)
+new_lock_in_child(sys.modules[__name__], "_errors_lock")
 
 
 def receiver_errors_snapshot() -> dict[str, int]:

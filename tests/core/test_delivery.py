@@ -373,18 +373,23 @@ def test_a_delivery_just_begun_when_the_stop_runs_out_of_time_counts_its_batch()
     assert (lane.in_flight, dict(lane.dropped), lane.queue.held) == (0, {"shutdown": 3}, 0)
 
 
+def overfill(url: str, max_queue: int, tracked: int) -> list[str | None]:
+    """FloKit at ``url`` holding its answers: ``tracked`` events, of which the full queue refuses all
+    past ``max_queue`` when they are admitted (the held request keeps the first ones counted in it).
+    Returns what track() returned."""
+    configure_flokit(url, max_queue=max_queue)
+    ids = [evmiddleware.track("e", {"i": i}, user_id="u") for i in range(tracked)]
+    refused = {"queue_full": tracked - max_queue}
+    assert wait_for(lambda: evmiddleware.stats()["providers"]["flokit"]["dropped"] == refused)
+    return ids
+
+
 def test_flush_reports_events_a_full_queue_refused_once_then_answers_afresh():
     # track() returned ids for the last five; the full queue refused them when they were admitted,
     # before any flush could watch them. The next flush reports them; the one after that, nothing new.
     release = threading.Event()
     with RecordingServer(lambda s, r: Answer(hold=release)) as server:
-        configure_flokit(server.url, max_queue=10)
-        for i in range(10):
-            evmiddleware.track("held", {"i": i}, user_id="u")
-        assert wait_for(lambda: len(server.received) == 1)  # the ten are in flight: the queue is full
-        for i in range(5):
-            assert evmiddleware.track("refused", {"i": i}, user_id="u") is not None
-        assert wait_for(lambda: evmiddleware.stats()["providers"]["flokit"]["dropped"] == {"queue_full": 5})
+        assert None not in overfill(server.url, max_queue=10, tracked=15)
         release.set()
         assert evmiddleware.flush(10) is False
         assert evmiddleware.flush(10) is True
@@ -422,10 +427,7 @@ def test_a_batch_given_up_while_no_flush_waited_is_reported_by_the_next_flush_on
 def test_failures_no_flush_reported_before_a_configure_are_reported_by_the_next_flush():
     release = threading.Event()
     with RecordingServer(lambda s, r: Answer(hold=release)) as server:
-        configure_flokit(server.url, max_queue=3)
-        for i in range(8):
-            evmiddleware.track("e", {"i": i}, user_id="u")
-        assert wait_for(lambda: evmiddleware.stats()["providers"]["flokit"]["dropped"] == {"queue_full": 5})
+        overfill(server.url, max_queue=3, tracked=8)
         release.set()
         evmiddleware.configure(providers=[MemorySink()])  # retires the old pipeline, which sends its 3
         assert evmiddleware.flush(10) is False

@@ -187,6 +187,20 @@ class HeldAfterFirst(Held):
         return await super().send(batch, client)
 
 
+def exit_with_five_held(sink: Held, runtime: rt.Runtime, called: threading.Event) -> list[object]:
+    """Track five events, wait for the receiver to have run, then run the exit while ``sink`` holds its
+    answers and release them: what the exit left accounted for in ``runtime`` the moment it returned
+    (the process ends right after)."""
+    for number in range(5):
+        evmiddleware.track("e", {"n": number}, user_id="u")
+    assert called.wait(10)
+    exiting, seen = in_thread(lambda: (rt._at_exit(), accounted(runtime, "held"))[1])
+    exiting.join(NOT_YET)  # the exit is waiting before the answers come
+    sink.release.set()
+    exiting.join(10)
+    return seen
+
+
 def test_shutdown_in_a_receiver_begins_the_stop_and_the_exit_waits_for_it_and_counts() -> None:
     sink = HeldAfterFirst(limits=ONE_PER_BATCH)
     evmiddleware.configure(providers=[sink], flush_interval=0.01, shutdown_timeout=10)
@@ -204,14 +218,7 @@ def test_shutdown_in_a_receiver_begins_the_stop_and_the_exit_waits_for_it_and_co
                 called.set()
 
     with batch_sent.connected_to(receiver):
-        for number in range(5):
-            evmiddleware.track("e", {"n": number}, user_id="u")
-        assert called.wait(10)
-        # What the exit sees the moment it returns: the process ends right after.
-        exiting, seen = in_thread(lambda: (rt._at_exit(), accounted(runtime, "held"))[1])
-        exiting.join(NOT_YET)
-        sink.release.set()
-        exiting.join(10)
+        seen = exit_with_five_held(sink, runtime, called)
     assert seen == [5], "the exit returned with events neither delivered nor counted"
     assert evmiddleware.stats()["receiver_errors"] == errors_before
     assert over == [False]  # begun, not over: the exit's shutdown was the one to wait
@@ -236,13 +243,7 @@ def test_configure_in_a_receiver_retires_the_old_pipeline_on_a_helper_and_the_ex
                 called.set()
 
     with batch_sent.connected_to(receiver):
-        for number in range(5):
-            evmiddleware.track("e", {"n": number}, user_id="u")
-        assert called.wait(10)
-        exiting, seen = in_thread(lambda: (rt._at_exit(), accounted(old, "held"))[1])
-        exiting.join(NOT_YET)
-        sink.release.set()
-        exiting.join(10)
+        seen = exit_with_five_held(sink, old, called)
     assert outcome == [True], outcome
     assert seen == [5], "the exit returned with the old pipeline's events neither delivered nor counted"
     assert len(sink.events) == 5

@@ -17,7 +17,7 @@ from evmiddleware.events import Event
 from evmiddleware.spool import Spool, summarize
 from tests.core.builders import an_event
 from tests.core.waiting import wait_for
-from tests.httpserver import Answer, RecordingServer
+from tests.httpserver import Answer, Received, RecordingServer
 
 
 def ev(i: int = 0) -> Event:
@@ -75,10 +75,9 @@ def test_a_graceful_stop_keeps_undelivered_events_and_the_next_process_sends_the
     assert evmiddleware.stats()["providers"]["flokit"]["recovered"] == 7
 
 
-def test_a_batch_left_unanswered_at_a_stop_is_sent_again_under_the_same_idempotency_key(tmp_path):
-    # FloKit stored the batch but its answer never came before the stop: sent again under a new key,
-    # FloKit would store those events twice; under the same key it answers with the original result.
-    spool = tmp_path / "spool.db"
+def stop_with_three_unanswered(spool) -> Received:
+    """Three events sent in one request whose answer is held past a graceful stop (``shutdown(0.3)``),
+    with ``spool``: the request as it was sent. FloKit may have stored it; the spool keeps it."""
     never = threading.Event()
     with RecordingServer(lambda s, r: Answer(hold=never)) as slow:
         configure(slow.url, spool)
@@ -86,8 +85,15 @@ def test_a_batch_left_unanswered_at_a_stop_is_sent_again_under_the_same_idempote
             evmiddleware.track("e", {"i": i}, user_id="u")
         assert wait_for(lambda: len(slow.received) == 1)  # the request is out, its answer held
         evmiddleware.shutdown(0.3)
-        first = slow.received[0]
         never.set()
+        return slow.received[0]
+
+
+def test_a_batch_left_unanswered_at_a_stop_is_sent_again_under_the_same_idempotency_key(tmp_path):
+    # FloKit stored the batch but its answer never came before the stop: sent again under a new key,
+    # FloKit would store those events twice; under the same key it answers with the original result.
+    spool = tmp_path / "spool.db"
+    first = stop_with_three_unanswered(spool)
     assert evmiddleware.stats()["providers"]["flokit"]["left_in_spool"] == 3
     with RecordingServer() as up:
         configure(up.url, spool)

@@ -16,7 +16,7 @@ import evmiddleware
 from evmiddleware.errors import ConfigurationError
 from evmiddleware.spool import Spool, encode_event
 from tests.core.builders import an_event
-from tests.core.test_spool import configure
+from tests.core.test_spool import configure, stop_with_three_unanswered
 from tests.core.waiting import wait_for
 from tests.httpserver import Answer, Received, RecordingServer, Script
 
@@ -116,15 +116,7 @@ def test_a_request_larger_than_the_queue_ever_holds_goes_as_ordinary_events(tmp_
     """Never claimable whole, it would stay in the spool for good: it goes under new keys instead
     (FloKit may store its events twice; it loses none)."""
     spool = tmp_path / "spool.db"
-    never = threading.Event()
-    with RecordingServer(lambda s, r: Answer(hold=never)) as slow:
-        configure(slow.url, spool)
-        for i in range(3):
-            evmiddleware.track("e", {"i": i}, user_id="u")
-        assert wait_for(lambda: len(slow.received) == 1)
-        evmiddleware.shutdown(0.3)
-        first = slow.received[0]
-        never.set()
+    first = stop_with_three_unanswered(spool)
     with RecordingServer() as up:
         configure(up.url, spool, max_queue=2, spool_lease=0.3)
         assert wait_for(lambda: rows(spool) == 0)
