@@ -8,6 +8,7 @@ import operator
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -273,7 +274,7 @@ def build_event(
             _clean_name(name),
             clean_id(user_id, "user_id"),
             clean_id(anonymous_id, "anonymous_id"),
-            _now(_UTC) if timestamp is None else _clean_timestamp(timestamp),
+            stamp(_time()) if timestamp is None else _clean_timestamp(timestamp),
             normalize_properties(properties, max_depth, max_bytes, on_drop),
             context,
             kind,
@@ -283,7 +284,29 @@ def build_event(
 
 
 _new_tuple = tuple.__new__
-_now = dt.datetime.now
+
+
+def stamp(at: float) -> dt.datetime:
+    """``at``, a ``time.time()``, as the aware UTC datetime of its millisecond: every event stamped
+    "now" is, so events tracked within one millisecond share one datetime object.
+
+    Providers store milliseconds at most (every wire form is cut to them), and a burst tracks dozens
+    of events a millisecond: building each one's datetime, and formatting it for the wire
+    (``iso_utc`` knows the last one it formatted), cost 0.5 µs an event of the dispatcher's ~3.
+    """
+    global _stamped
+    # Rounded to the microsecond first, as ``fromtimestamp`` rounds: a ``time.time()`` meant as .001 s
+    # is stored as 0.000999..., which a plain cut would make .000.
+    ms = int(at * 1000.0 + 0.0005)
+    last, when = _stamped
+    if ms != last:
+        when = _fromtimestamp(ms / 1000, _UTC)  # exact to the microsecond: fromtimestamp rounds
+        _stamped = (ms, when)  # one tuple: a reader on another thread sees the old or the new
+    return when
+
+
+_stamped: tuple[int, dt.datetime] = (0, dt.datetime.fromtimestamp(0, _UTC))
+_time = time.time
 
 
 def request_event(
@@ -304,7 +327,7 @@ def request_event(
     name it validated at start-up, so the common case needs only the user id (an app's resolver set
     it) and a cheap upper bound of the size checked; anything else takes :func:`make_event`.
     """
-    timestamp = _fromtimestamp(at, _UTC)
+    timestamp = stamp(at)
     chars = 32 * len(properties)
     for value in properties.values():
         if type(value) is str:

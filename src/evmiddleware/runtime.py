@@ -8,7 +8,6 @@ are sent once, by the parent.
 from __future__ import annotations
 
 import atexit
-import datetime as dt
 import logging
 import os
 import sys
@@ -23,7 +22,7 @@ from .buffer import Dropped, ProviderQueue
 from .config import Settings, load_settings
 from .dispatcher import STOP_MARGIN, Dispatcher
 from .errors import EventError
-from .events import Event, refill_ids, request_event
+from .events import Event, refill_ids, request_event, stamp
 from .lane import Lane, ProviderStats
 from .normalize import warn_dropped_property
 from .signals import event_dropped, notify, receiver_errors_snapshot
@@ -32,10 +31,8 @@ from .spool import fork_guard as spool_fork_guard
 
 __all__ = ["ProviderStats", "Runtime", "Stats", "current", "flush", "peek", "replace"]
 
-_UTC = dt.timezone.utc
 #: How often a second shutdown looks at the first one's dispatcher while it waits.
 _WAIT_SLICE = 0.05
-_fromtimestamp = dt.datetime.fromtimestamp
 _new_tuple = tuple.__new__
 
 
@@ -204,7 +201,7 @@ class Runtime:
                 event: Event = record  # type: ignore[assignment]
             elif size == 8:  # track()'s
                 event_id, name, user_id, anonymous_id, at, properties, context, aliases = record  # type: ignore[misc]
-                when = _fromtimestamp(at, _UTC)
+                when = stamp(at)
                 fields = (event_id, name, user_id, anonymous_id, when, properties, context, "track", aliases)
                 event = _new_tuple(Event, fields)
             else:

@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from evmiddleware.errors import EventError
-from evmiddleware.events import clean_id, make_event, new_event_id
+from evmiddleware.events import clean_id, make_event, new_event_id, stamp
 
 
 def build(name="signup", **kwargs):
@@ -108,10 +108,29 @@ def test_impossible_iso_times_are_refused(text):
     assert info.value.reason == "invalid_timestamp"
 
 
-def test_default_timestamp_is_now_utc():
+def test_default_timestamp_is_now_utc_to_the_millisecond():
     before = dt.datetime.now(dt.timezone.utc)
     event = build()
-    assert before <= event.timestamp <= dt.datetime.now(dt.timezone.utc)
+    assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= event.timestamp
+    assert event.timestamp <= dt.datetime.now(dt.timezone.utc)
+    assert event.timestamp.tzinfo is dt.timezone.utc
+    assert event.timestamp.microsecond % 1000 == 0  # what providers store; see stamp()
+
+
+def test_stamp_is_the_millisecond_of_the_time_and_shared_within_it():
+    first = stamp(1_795_000_000.123_4)
+    assert first == dt.datetime(2026, 11, 18, 11, 6, 40, 123_000, tzinfo=dt.timezone.utc)
+    assert stamp(1_795_000_000.123_9) is first  # the same millisecond: the same object
+    later = stamp(1_795_000_000.124_0)
+    assert later.microsecond == 124_000 and later is not first
+    assert stamp(1_795_000_000.123_5) == first  # an earlier millisecond again: built anew, equal
+
+
+def test_stamp_rounds_to_the_microsecond_before_it_cuts_as_fromtimestamp_does():
+    # 1795000000.001 is stored as 1795000000.000999927...: fromtimestamp reads .001000.
+    assert stamp(1_795_000_000.001).microsecond == 1_000
+    assert stamp(1_795_000_000.000_998).microsecond == 0
+    assert stamp(1_795_000_000.000_999_8).microsecond == 1_000
 
 
 def test_bad_timestamp_is_refused():

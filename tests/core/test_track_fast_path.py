@@ -71,7 +71,9 @@ def test_the_event_has_a_uuid4_id_the_time_of_the_call_and_a_copy_of_the_propert
     assert evmiddleware.flush(5)
     [event] = memory_sink.events
     assert event.id == event_id and uuid.UUID(event_id).version == 4
-    assert before <= event.timestamp <= after and event.timestamp.tzinfo is UTC
+    # Stamped to the millisecond (``events.stamp``): what every provider stores.
+    assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= event.timestamp <= after
+    assert event.timestamp.tzinfo is UTC and event.timestamp.microsecond % 1000 == 0
     assert event.properties == {"plan": "pro", "seats": 3, "ratio": 0.5, "trial": False, "coupon": None}
     assert (event.kind, event.context, dict(event.aliases)) == ("track", {}, {})
 
