@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["dumps", "dumps_items", "stdlib_dumps"]
+__all__ = ["dumps", "dumps_items", "flat_json_size", "stdlib_dumps"]
 
 # json.dumps() with any non-default option builds a new JSONEncoder per call: a third of its cost.
 _stdlib_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
@@ -27,11 +27,22 @@ def _stdlib_items(values: list[Any]) -> bytes:
     return stdlib_dumps(values)[1:-1]
 
 
+def _stdlib_flat_size(value: dict[Any, Any]) -> int | None:
+    for key in value:
+        if type(key) is not str:  # the stdlib would write 1 or None as a key; orjson refuses them
+            return None
+    try:
+        return len(stdlib_dumps(value))
+    except ValueError:  # a lone surrogate (UnicodeEncodeError)
+        return None
+
+
 try:
     import orjson
 except ImportError:  # not a CPython wheel platform: the stdlib does it all
     dumps = stdlib_dumps
     dumps_items = _stdlib_items
+    flat_json_size = _stdlib_flat_size
 else:
     _orjson_dumps = orjson.dumps
     _OrjsonError = orjson.JSONEncodeError
@@ -52,3 +63,12 @@ else:
             return memoryview(_orjson_dumps(values))[1:-1].tobytes()
         except _OrjsonError:
             return _stdlib_items(values)
+
+    def flat_json_size(value: dict[Any, Any]) -> int | None:
+        """The size of ``value``'s JSON, a dict of str, int, finite float, bool and None values; ``None``
+        when it cannot be written as it is: a key that is not exactly a ``str``, an int past 64 bits,
+        a string that is not UTF-8 (a lone surrogate). ``flat_copy`` leaves those checks to it."""
+        try:
+            return len(_orjson_dumps(value))
+        except _OrjsonError:
+            return None

@@ -1,7 +1,8 @@
 """Make property values JSON-safe once, on the caller's thread, so nothing downstream can fail on them.
 
-The common case (a flat dict of str, int, float, bool, None) is a single loop and a copy; anything else
-takes the recursive path, which converts known types and drops the rest key by key.
+The common case (a flat dict of str, int, float, bool, None) is a copy, a loop over its values' types
+and one JSON call that checks the rest and measures it; anything else takes the recursive path, which
+converts known types and drops the rest key by key.
 """
 
 from __future__ import annotations
@@ -16,18 +17,14 @@ from enum import Enum
 from typing import Any
 from uuid import UUID
 
-from ._json import dumps
+from ._json import dumps, flat_json_size
 from ._log import limited
 from .errors import EventError
 
 JSONValue = Any  # str | int | float | bool | None | list[JSONValue] | dict[str, JSONValue]
 
-_OTHER_SAFE = frozenset((bool, type(None)))
-# Ints within 64 bits take at most 20 characters of JSON, which the size estimate below allows for;
-# a longer one (up to 4,300 digits) takes the slow path, whose size check writes it out.
-_INT_MIN, _INT_MAX = -(1 << 63), 1 << 64
-_isfinite = math.isfinite
-_join = "".join
+#: Values ``flat_copy`` takes as they are (floats too, when finite).
+_PLAIN = frozenset((str, int, bool, type(None)))
 _DROP = object()
 
 DropCallback = Callable[[str, str], None]
@@ -62,39 +59,23 @@ def normalize_properties(
 
 def flat_copy(properties: Mapping[str, Any] | None, max_bytes: int) -> dict[str, JSONValue] | None:
     """The common case of :func:`normalize_properties` alone: a copy of a flat mapping of str keys
-    and str, int, finite float, bool and None values whose JSON surely fits ``max_bytes``; ``None``
-    for anything else (then :func:`normalize_properties` decides). ``track()`` calls it directly.
+    and str, int, finite float, bool and None values whose JSON fits ``max_bytes``; ``None`` for
+    anything else (then :func:`normalize_properties` decides). ``track()`` calls it directly.
     """
     if not properties:
         return {}
     if type(properties) is not dict and not isinstance(properties, Mapping):  # ABC check: 0.2 µs
         return None
     copied = dict(properties)  # checked below, so another thread's change cannot slip in unchecked
-    # Exact ``type`` checks on purpose (no subclasses, Enums): the slow path converts those.
-    size = 2 + 8 * len(copied)
-    for key, value in copied.items():
-        kind = type(value)
-        if kind is str:
-            size += len(value)
-            # isascii() is a flag test; anything else must encode as UTF-8 (a lone surrogate cannot)
-            if not value.isascii() and not encodes_as_utf8(value):
-                return None
-        elif kind is int:
-            if not _INT_MIN <= value < _INT_MAX:
-                return None
-        elif kind is float:
-            if not _isfinite(value):
-                return None
-        elif kind not in _OTHER_SAFE:
+    # Exact ``type`` checks on purpose (no subclasses, Enums): the slow path converts those. A float
+    # minus itself is 0.0 unless it is NaN or infinite (then NaN, which is true).
+    for value in copied.values():
+        if type(value) not in _PLAIN and (type(value) is not float or value - value):
             return None
-        if type(key) is not str:
-            return None
-    # A character takes at most 6 bytes of JSON (a control character is written \u0001): measure
-    # exactly only when that bound passes the limit. The keys' characters in one C call.
-    keys = _join(copied)
-    if (size + len(keys)) * 6 > max_bytes or not (keys.isascii() or encodes_as_utf8(keys)):
-        return None
-    return copied
+    # One C call checks the rest (keys, ints' range, UTF-8) and measures exactly: checking each value
+    # in this loop cost the caller 0.5 µs more for a request event's six properties.
+    size = flat_json_size(copied)
+    return copied if size is not None and size <= max_bytes else None
 
 
 def encodes_as_utf8(text: str) -> bool:

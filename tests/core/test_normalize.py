@@ -4,13 +4,15 @@ import dataclasses
 import datetime as dt
 import enum
 import math
+import subprocess
+import sys
 import uuid
 from decimal import Decimal
 
 import pytest
 
 from evmiddleware.errors import EventError
-from evmiddleware.normalize import normalize_properties
+from evmiddleware.normalize import flat_copy, normalize_properties
 
 
 class Color(enum.Enum):
@@ -225,3 +227,55 @@ def test_ints_past_64_bits_are_kept_exactly_and_past_json_s_digit_limit_refused(
     with pytest.raises(EventError) as info:
         run({"n": 10**5000})  # Python writes at most 4,300 digits of an int
     assert info.value.reason == "invalid_properties"
+
+
+class Text(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "props",
+    [
+        {"x": math.nan},
+        {"x": math.inf},
+        {"x": -math.inf},
+        {"x": 2**64},  # past 64 bits: the slow path writes it exactly
+        {"x": -(2**63) - 1},
+        {"x": "\ud800"},
+        {"\ud800": 1},
+        {Text("k"): 1},  # a key that is not exactly a str
+        {1: "x"},
+        {"x": Text("v")},
+        {"x": Color.RED},
+        {"x": [1]},
+    ],
+    ids=repr,
+)
+def test_the_flat_path_leaves_anything_to_convert_or_refuse_to_the_slow_path(props):
+    assert flat_copy(props, 32 * 1024) is None
+
+
+@pytest.mark.parametrize("props", [{"a": "x", "b": 1, "c": -1.5, "d": False, "e": None}, {"x": 2**64 - 1}])
+def test_the_flat_path_copies_plain_values_and_ints_within_64_bits(props):
+    copied = flat_copy(props, 32 * 1024)
+    assert copied == props and copied is not props
+
+
+def test_the_flat_path_takes_a_dict_exactly_at_the_size_limit_and_not_one_byte_more():
+    props = {"k": "é" * 10}  # {"k":"éééééééééé"}: 8 bytes around 20 of text
+    assert flat_copy(props, 28) == props
+    assert flat_copy(props, 27) is None
+
+
+def test_without_orjson_the_flat_path_checks_keys_and_text_itself():
+    script = (
+        "import sys; sys.modules['orjson'] = None\n"
+        "from evmiddleware.normalize import flat_copy\n"
+        "assert flat_copy({'k': 'é' * 10, 'n': 10**30}, 28 + 37) == {'k': 'é' * 10, 'n': 10**30}\n"
+        "assert flat_copy({'k': 'é' * 10}, 27) is None\n"
+        "assert flat_copy({1: 'x'}, 100) is None\n"
+        "assert flat_copy({'x': '\\ud800'}, 100) is None\n"
+        "assert flat_copy({'x': float('nan')}, 100) is None\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
