@@ -34,6 +34,8 @@ __all__ = ["ProviderStats", "Runtime", "Stats", "current", "flush", "peek", "rep
 #: How often a second shutdown looks at the first one's dispatcher while it waits.
 _WAIT_SLICE = 0.05
 _new_tuple = tuple.__new__
+#: Records ``admit`` turns into events before it queues them (see ``_admit``).
+_ADMIT_CHUNK = 1000
 
 
 #: What the capture layer queues per request for the dispatcher to build the event from: name,
@@ -184,13 +186,32 @@ class Runtime:
             notify(event_dropped, event=event, provider=provider, reason=reason)
 
     def _admit(self, later: list[Dropped]) -> bool:
-        """Build the intake's events, then queue them for each provider at once; True when a queue
-        now holds a batch's worth. Drops to signal are appended to ``later``."""
+        """Build the intake's events and queue them for each provider, a chunk at a time; True when a
+        queue now holds a batch's worth. Drops to signal are appended to ``later``."""
+        nudge = False
+        # In chunks: the list of a whole burst (a flush after 20,000 calls admits them at once) stayed
+        # young while it grew, and each collection of the garbage collector walked all of it.
+        remaining = len(self.intake)  # no more: callers may append faster than this thread admits
+        while remaining > 0:
+            chunk = min(remaining, _ADMIT_CHUNK)
+            remaining -= chunk
+            events = self._build_events(chunk, later)
+            if events:
+                nudge_at = self._nudge_at
+                for queue in self.queues:
+                    before = len(queue.items)
+                    if queue.offer_many(events, later) >= nudge_at > before:
+                        nudge = True
+        return nudge
+
+    def _build_events(self, most: int, later: list[Dropped]) -> list[Event]:
+        """The events of the intake's ``most`` oldest records (fewer if a shutdown took the rest); the
+        records refused are counted as dropped."""
         intake = self.intake
         max_depth, max_bytes = self.settings.max_depth, self.settings.max_event_bytes
         events: list[Event] = []
         add = events.append
-        for _ in range(len(intake)):
+        for _ in range(most):
             try:
                 record = intake.popleft()
             except IndexError:  # a shutdown that gave up waiting for us counted the rest
@@ -228,14 +249,7 @@ class Runtime:
                     self.drop(None, "internal_error", type(exc).__name__, later)
                     continue
             add(event)
-        nudge = False
-        if events:
-            nudge_at = self._nudge_at
-            for queue in self.queues:
-                before = len(queue.items)
-                if queue.offer_many(events, later) >= nudge_at > before:
-                    nudge = True
-        return nudge
+        return events
 
     def drop_late(self) -> None:
         """A record appended after the intake was emptied for the last time (``finished``): counted

@@ -109,6 +109,38 @@ def test_track_and_events_built_by_the_caller_keep_their_order_through_the_intak
     assert [event.name for event in runtime.queues[0].items] == ["first", "identify", "at_a_time", "first"]
 
 
+def test_a_burst_is_admitted_in_chunks_whole_and_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    evmiddleware.configure(providers=[MemorySink()], max_queue=5000)
+    runtime = rt.current()
+    monkeypatch.setattr(runtime.dispatcher, "start", lambda: None)
+    for i in range(2 * rt._ADMIT_CHUNK + 345):
+        evmiddleware.track("burst", {"i": i}, user_id="u")
+    runtime.admit()
+    assert [event.properties["i"] for event in runtime.queues[0].items] == list(
+        range(2 * rt._ADMIT_CHUNK + 345)
+    )
+    assert not runtime.intake
+
+
+def test_admit_takes_only_the_records_there_when_it_began(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A caller appending as fast as the dispatcher admits must not keep it admitting for ever.
+    evmiddleware.configure(providers=[MemorySink()], max_queue=5000)
+    runtime = rt.current()
+    monkeypatch.setattr(runtime.dispatcher, "start", lambda: None)
+    for i in range(rt._ADMIT_CHUNK + 1):
+        evmiddleware.track("burst", {"i": i}, user_id="u")
+    build = runtime._build_events
+
+    def build_while_a_caller_tracks(most: int, later: list) -> list:
+        evmiddleware.track("late", user_id="u")
+        return build(most, later)
+
+    monkeypatch.setattr(runtime, "_build_events", build_while_a_caller_tracks)
+    runtime.admit()
+    assert [event.name for event in runtime.queues[0].items] == ["burst"] * (rt._ADMIT_CHUNK + 1)
+    assert len(runtime.intake) == 2  # one tracked as each chunk was built: left for the next admit
+
+
 def test_records_left_at_shutdown_are_counted_never_lost(parked_dispatcher: rt.Runtime) -> None:
     record_request_event(request_ctx(), "http_request", dict, props())
     record_request_event(request_ctx(), "http_request", dict, props())
