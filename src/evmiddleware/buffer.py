@@ -9,18 +9,28 @@ finished) so the bound covers them too.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 from collections import Counter, deque
+from typing import TypeVar
 
 from ._log import limited
 from .events import Event
 from .signals import event_dropped, notify
 
-__all__ = ["Dropped", "ProviderQueue"]
+__all__ = ["Dropped", "ProviderQueue", "pop_left"]
 
 _monotonic = time.monotonic
+_T = TypeVar("_T")
+
+
+def pop_left(items: deque[_T], count: int) -> list[_T]:
+    """The ``count`` first of ``items``, removed (``IndexError`` if there are fewer). One C-level loop
+    of ``popleft`` calls: half the cost of a list comprehension, for every event a lane takes."""
+    return list(itertools.starmap(items.popleft, itertools.repeat((), count)))
+
 
 #: An ``event_dropped`` notification held back until a lock is released: event, provider, reason.
 Dropped = tuple["Event | None", "str | None", str]
@@ -142,8 +152,7 @@ class ProviderQueue:
             count = len(items) if limit < 0 else min(limit, len(items))
             # Counted as held before they leave the deque, so the bound never looks looser than it is.
             self.held += count
-            popleft = items.popleft
-            return [popleft() for _ in range(count)]
+            return pop_left(items, count)
 
     def count_evicted(self, count: int) -> None:
         """Dispatcher side: ``count`` events the lane evicted for what was owed, counted as the queue's

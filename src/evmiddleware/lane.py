@@ -16,7 +16,7 @@ from typing import NamedTuple, TypedDict
 
 from ._json import dumps_items
 from ._log import limited, logger, redact
-from .buffer import ProviderQueue
+from .buffer import ProviderQueue, pop_left
 from .events import Event, new_event_id
 from .providers.base import Batch, Encoded, Provider, SkipEvent
 from .ratelimit import SlidingWindowLimiter
@@ -126,6 +126,9 @@ class Lane:
         self.spool: Spool | None = None
         #: Events taken from the queue (and spooled) or recovered from the spool, not yet encoded.
         self.backlog: deque[_Entry] = deque()
+        #: Without a spool: events ``watch`` moved out of the queue, to open before the queue's. The
+        #: backlog's role (the two are never both in use), without a tuple made for each event.
+        self.moved: deque[Event] = deque()
         self._groups: dict[GroupKey, _Group] = {}
         self.pending = 0
         self.in_flight = 0
@@ -178,12 +181,20 @@ class Lane:
             taken += count
 
     def _take(self, want: int, now: float) -> int:
-        """Open up to ``want`` events (``-1``: all), the backlog's first; how many were taken."""
+        """Open up to ``want`` events (``-1``: all), the backlog's (or those ``watch`` moved) first;
+        how many were taken."""
         backlog = self.backlog
         count = 0
-        if backlog:
+        if self.moved:
+            moved = self.moved
+            count = len(moved) if want < 0 else min(want, len(moved))
+            self._open(pop_left(moved, count), itertools.repeat(None), now)
+            if moved or 0 <= want <= count:
+                return count
+            want = want - count if want > 0 else want
+        elif backlog:
             count = len(backlog) if want < 0 else min(want, len(backlog))
-            entries = [backlog.popleft() for _ in range(count)]
+            entries = pop_left(backlog, count)
             # A request sent again is opened whole (``_open_replay``): the rest of it comes too.
             key = entries[-1][2]
             while key is not None and backlog and backlog[0][2] == key:
@@ -334,25 +345,31 @@ class Lane:
     def evict_owed(self) -> None:
         """Make the evictions the queue owes (``ProviderQueue.owed``): drop, as ``queue_full``, the
         oldest events not in a request yet. By the order they were queued: the open batches' (taken
-        before the backlog's), then the backlog's, then the queue's. Those this lane had numbered
-        count as its drops, which a waiting flush hears of (``_watched``); the queue's, which no lane
-        ever held, count with the queue's own evictions, which the next flush reports
-        (``Runtime._refused_since_last_flush``): each is reported once."""
+        before the backlog's), then the backlog's (or those ``watch`` moved), then the queue's. Those
+        this lane had numbered count as its drops, which a waiting flush hears of (``_watched``); the
+        queue's, which no lane ever held, count with the queue's own evictions, which the next flush
+        reports (``Runtime._refused_since_last_flush``): each is reported once."""
         count = self.queue.settle()
         items = self._evict_open(count)
         events = [item.event for item in items]
         spool_ids = [item.spool_id for item in items]
         seqs = list(map(_seq_of, items))
-        backlog = self.backlog
-        if len(events) < count and backlog:
-            entries = [backlog.popleft() for _ in range(min(count - len(events), len(backlog)))]
-            events += [event for _, event, _ in entries]
-            spool_ids += [spool_id for spool_id, _, _ in entries]
+        backlog, moved = self.backlog, self.moved
+        if len(events) < count and (backlog or moved):
+            if moved:
+                taken = pop_left(moved, min(count - len(events), len(moved)))
+                events += taken
+                spool_ids += [None] * len(taken)
+            else:
+                entries = pop_left(backlog, min(count - len(events), len(backlog)))
+                taken = [event for _, event, _ in entries]
+                events += taken
+                spool_ids += [spool_id for spool_id, _, _ in entries]
             # The numbers they would have been opened with, which a waiting flush counts on (``watch``).
-            seqs += range(self._seq, self._seq + len(entries))
-            self._seq += len(entries)
+            seqs += range(self._seq, self._seq + len(taken))
+            self._seq += len(taken)
         numbered = len(events)
-        if numbered < count:  # younger than any a flush waits for: ``watch`` moves these to the backlog
+        if numbered < count:  # younger than any a flush waits for: ``watch`` moves those out
             events += self.queue.take_many(count - numbered)
         if events:
             self.dropped["queue_full"] += numbered
@@ -508,7 +525,13 @@ class Lane:
         group.bulk = False
 
     def idle(self) -> bool:
-        return not self.queue.items and not self.backlog and not self._groups and self.in_flight == 0
+        return (
+            not self.queue.items
+            and not self.backlog
+            and not self.moved
+            and not self._groups
+            and self.in_flight == 0
+        )
 
     # -- finishing -----------------------------------------------------------------------------
     def _finish(self, count: int, spool_ids: list[int | None] | None = None) -> None:
@@ -527,16 +550,16 @@ class Lane:
     def watch(self) -> _Watch:
         """For ``flush`` (dispatcher thread): follow every event queued or held now until it finishes.
 
-        The queue's events move behind the lane's backlog first, so each of them, and each event
-        held, gets a number below the watch's target, and every later event one above it.
+        The queue's events move behind the lane's backlog first (into ``moved`` without a spool), so
+        each of them, and each event held, gets a number below the watch's target, and every later
+        event one above it.
         """
         done = self.done
         if self.spool is not None:
             self._spool_queued()
         else:
-            none = itertools.repeat(None)  # zip in C: the queue may be long
-            self.backlog.extend(zip(none, self.queue.take_many(-1), none, strict=False))
-        watch = _Watch(self._seq + len(self.backlog), self.queue.held)
+            self.moved.extend(self.queue.take_many(-1))
+        watch = _Watch(self._seq + len(self.backlog) + len(self.moved), self.queue.held)
         watch.failed = self.done != done  # the spool could not write one of them: dropped already
         self._watches.append(watch)
         return watch
@@ -664,6 +687,8 @@ class Lane:
         # A request sent again keeps its key in the spool, and its events stay together there.
         entries.extend((spool_id, event) for spool_id, event, _ in self.backlog)
         self.backlog.clear()
+        entries.extend((None, event) for event in self.moved)
+        self.moved.clear()
         entries.extend((None, event) for event in self.queue.take_many(-1))
         if not entries:
             return 0

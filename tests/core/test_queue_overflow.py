@@ -187,6 +187,49 @@ def test_evictions_past_the_open_batch_take_the_backlog_next_and_a_waiting_flush
     assert adds_up(lane.snapshot())
 
 
+def test_without_a_spool_evictions_past_the_open_batch_take_what_a_flush_moved_next(
+    dropped: list[tuple[int, str]],
+) -> None:
+    """As above, without a spool: the flush moves the queue's events out of it (``Lane.moved``)."""
+    provider = Fixed(Limits(max_events=1, max_bytes=10**6))
+    queue = ProviderQueue(provider.name, 40, drop_oldest=True)
+    lane = Lane(provider, queue, 1.0)
+    offer_all(queue, range(40), users=1)
+    lane.pull(0.0)
+    lane.take_batch(None, 0.0)  # event 0 in flight
+    lane.pull(0.0)  # event 1 open, 2..39 still queued
+    watch = lane.watch()
+    assert (watch.target, watch.remaining, len(lane.moved), len(queue.items)) == (40, 40, 38, 0)
+    offer_all(queue, range(40, 44), users=1)  # 4 owed
+    lane.pull(0.0)
+
+    assert dropped == [(i, "queue_full") for i in (1, 2, 3, 4)]
+    assert (watch.remaining, watch.failed) == (36, True)
+    [open_item] = [item for group in lane._groups.values() for item in group.items]
+    assert (open_item.event.properties["i"], open_item.seq) == (5, 5)
+    assert [e.properties["i"] for e in lane.moved] == list(range(6, 40))
+    assert adds_up(lane.snapshot())
+
+
+def test_a_stop_counts_the_events_a_flush_moved_and_no_batch_opened(dropped: list[tuple[int, str]]) -> None:
+    provider = Fixed(Limits(max_events=1, max_bytes=10**6))
+    queue = ProviderQueue(provider.name, 100)
+    lane = Lane(provider, queue, 1.0)
+    offer_all(queue, range(10), users=1)
+    lane.pull(0.0)
+    lane.take_batch(None, 0.0)  # event 0 in flight: its delivery task ends it
+    lane.pull(0.0)  # event 1 open
+    lane.watch()  # 2..9 moved
+    offer_all(queue, range(10, 12), users=1)
+
+    assert lane.stop_everything() == 11
+    assert sorted(i for i, _ in dropped) == list(range(1, 12))
+    assert not lane.moved
+    row = lane.snapshot()
+    assert adds_up(row), row
+    assert (row["dropped"], row["queued"]) == ({"shutdown": 11}, 1)
+
+
 def test_with_nothing_taken_the_queue_evicts_its_own_oldest_at_once(dropped: list[tuple[int, str]]) -> None:
     queue = ProviderQueue("p", 3, drop_oldest=True)
     for i in range(5):
