@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import operator
 import os
 import re
 import secrets
@@ -90,14 +89,24 @@ def _reseed() -> None:
     id_pool.clear()
     h = "%020x" % ((_randbits(80) & _UUID4_CLEAR) | _UUID4_SET)
     prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-"
-    # The counter runs from 2**47 up, so ``hex`` always writes it in 12 digits (for 2**46 events).
-    counter = itertools.count((1 << 47) | _randbits(46))
-    # One C call per id (``next(_ids)``): hex, cut its "0x", add the prefix. 0.25 µs, where an
-    # f-string with a format spec costs 0.4 µs and 128 random bits formatted as a uuid4 0.9 µs.
-    _ids = map(prefix.__add__, map(_after_0x, map(hex, counter)))
+    # The counter runs from 2**47 up, so it is always written in 12 hex digits (for 2**46 events):
+    # the 9 of ``start >> 12``, made once every 4,096 ids, then 3 from a table. One C-level step
+    # and one concatenation per id (``next(_ids)``): 0.12 µs, where writing each with ``hex`` cost
+    # 0.25 and 128 random bits formatted as a uuid4 0.9.
+    start = (1 << 47) | _randbits(46)
+    block = start >> 12
+    heads = map(f"{prefix}{{:09x}}".format, itertools.count(block + 1))
+    _ids = itertools.chain(
+        map(f"{prefix}{block:09x}".__add__, _LAST_DIGITS[start & 0xFFF :]),
+        itertools.chain.from_iterable(map(_ids_after, heads)),
+    )
 
 
-_after_0x = operator.itemgetter(slice(2, None))
+def _ids_after(head: str) -> Iterator[str]:
+    return map(head.__add__, _LAST_DIGITS)
+
+
+_LAST_DIGITS = tuple(f"{n:03x}" for n in range(4096))
 _reseed()
 # Registered at import, like the ``random`` module's own reseeding: a child forked before any
 # pipeline exists (gunicorn --preload) must not continue its parent's sequence of ids.

@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 
+from evmiddleware import events
 from evmiddleware.errors import EventError
 from evmiddleware.events import clean_id, make_event, new_event_id, stamp
 
@@ -26,6 +27,20 @@ def test_ids_are_unique_uuid4_strings():
     ids = {new_event_id() for _ in range(10_000)}
     assert len(ids) == 10_000
     assert all(uuid.UUID(i).version == 4 for i in list(ids)[:100])
+
+
+def test_ids_count_on_across_the_4096_ids_made_from_one_head(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The counter's last three hex digits come from a table, the nine before them once per 4,096 ids:
+    # start two ids before a head changes, and at the very last counter of its 46 random bits.
+    for counter_bits in ((0x123456789 << 12) | 0xFFE, (1 << 46) - 2):
+        monkeypatch.setattr(events, "_randbits", lambda bits, low=counter_bits: low if bits == 46 else 0)
+        events._reseed()
+        ids = [new_event_id() for _ in range(5)]
+        start = (1 << 47) | counter_bits
+        assert [int(i[-12:], 16) for i in ids] == list(range(start, start + 5))
+        assert all(len(i) == 36 and uuid.UUID(i).version == 4 for i in ids)
+    monkeypatch.undo()
+    events._reseed()  # a fresh random prefix for the tests after this one
 
 
 def test_event_is_immutable_and_replaceable():
