@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import math
 import os
 import re
 import secrets
@@ -305,16 +306,20 @@ def stamp(at: float) -> dt.datetime:
     """
     global _stamped
     # Rounded to the microsecond first, as ``fromtimestamp`` rounds: a ``time.time()`` meant as .001 s
-    # is stored as 0.000999..., which a plain cut would make .000.
-    ms = int(at * 1000.0 + 0.0005)
+    # is stored as 0.000999..., which a plain cut would make .000. Floored, not cut toward zero: a
+    # time before 1970 (a test's frozen clock) belongs to the millisecond below it.
+    ms = _floor(at * 1000.0 + 0.0005)
     last, when = _stamped
     if ms != last:
-        when = _fromtimestamp(ms / 1000, _UTC)  # exact to the microsecond: fromtimestamp rounds
+        when = _EPOCH + ms * _ONE_MS  # exact in every year, where ms / 1000 through a float is not
         _stamped = (ms, when)  # one tuple: a reader on another thread sees the old or the new
     return when
 
 
-_stamped: tuple[int, dt.datetime] = (0, dt.datetime.fromtimestamp(0, _UTC))
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
+_ONE_MS = dt.timedelta(milliseconds=1)
+_floor = math.floor
+_stamped: tuple[int, dt.datetime] = (0, _EPOCH)
 _time = time.time
 
 

@@ -141,6 +141,20 @@ def test_stamp_is_the_millisecond_of_the_time_and_shared_within_it():
     assert stamp(1_795_000_000.123_5) == first  # an earlier millisecond again: built anew, equal
 
 
+@pytest.mark.parametrize(
+    ("at", "expected"),
+    [
+        (-0.5, dt.datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=dt.timezone.utc)),
+        (-1.0, dt.datetime(1969, 12, 31, 23, 59, 59, tzinfo=dt.timezone.utc)),
+        (-0.0004, dt.datetime(1969, 12, 31, 23, 59, 59, 999_000, tzinfo=dt.timezone.utc)),
+        (-14_182_940.25, dt.datetime(1969, 7, 20, 20, 17, 39, 750_000, tzinfo=dt.timezone.utc)),
+        (253_402_300_799.123, dt.datetime(9999, 12, 31, 23, 59, 59, 123_000, tzinfo=dt.timezone.utc)),
+    ],
+)
+def test_stamp_floors_times_before_1970_and_is_exact_in_any_year(at, expected):
+    assert stamp(at) == expected
+
+
 def test_stamp_rounds_to_the_microsecond_before_it_cuts_as_fromtimestamp_does():
     # 1795000000.001 is stored as 1795000000.000999927...: fromtimestamp reads .001000.
     assert stamp(1_795_000_000.001).microsecond == 1_000
