@@ -95,11 +95,14 @@ class Dispatcher:
         spool_lease: float = 30.0,
         on_failure: Callable[[], None] | None = None,
         admit: Callable[[], None] | None = None,
+        last_admit: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._on_failure = on_failure
         #: Turns what callers queued outside the lanes' queues (requests' records) into queued events.
         self._admit = admit if admit is not None else _nothing
+        #: The same, once more as the lanes stop: nothing is queued after it (see ``Runtime.admit``).
+        self._last_admit = last_admit if last_admit is not None else self._admit
         _import_http_stack()
         self._spool_path = spool_path
         self._spool_lease = spool_lease
@@ -347,7 +350,7 @@ class Dispatcher:
         for task in deliveries:
             task.cancel()
         await asyncio.gather(*deliveries, return_exceptions=True)
-        self._admit()  # what arrived meanwhile is kept in the spool or counted, with the rest
+        self._last_admit()  # what arrived meanwhile is kept in the spool or counted, with the rest
         given_up = sum(lane.stop_everything() for lane in self.lanes)
         if given_up:
             logger.error(

@@ -98,6 +98,7 @@ class Runtime:
             spool_lease=settings.spool_lease,
             on_failure=self._dispatcher_failed,
             admit=self.admit,
+            last_admit=self.last_admit,
         )
         # A batch's worth waiting wakes the dispatcher early; below that it looks every tick.
         self._nudge_at = max(64, min(lane.limits.max_events for lane in self.lanes)) if self.lanes else 0
@@ -130,6 +131,8 @@ class Runtime:
         #: append a record after that, which nothing would ever take. Each appending path tests this
         #: after its append and counts such a record itself (``drop_late``).
         self.finished = False
+        #: Why records found once ``finished`` is set are dropped.
+        self._finished_reason = "shutdown"
         #: When the first ``shutdown`` gives up (``time.monotonic()``); ``None`` before it (under ``_lock``).
         self._shutdown_deadline: float | None = None
         #: Set when the first ``shutdown`` is over: its events delivered, or counted and logged.
@@ -179,6 +182,18 @@ class Runtime:
         later: list[Dropped] = []
         with self._admit_lock:  # two threads admitting at once could swap events
             nudge = self._admit(later)
+        self._after_admit(nudge, later)
+
+    def last_admit(self) -> None:
+        """Dispatcher thread, as its lanes stop: admit for the last time. Any later admit (a caller
+        that found the intake full) counts the records instead: no lane would take them any more."""
+        later: list[Dropped] = []
+        with self._admit_lock:  # after any caller's admit under way, before any that begins later
+            nudge = self._admit(later)
+            self._finish_intake("shutdown")
+        self._after_admit(nudge, later)
+
+    def _after_admit(self, nudge: bool, later: list[Dropped]) -> None:
         refill_ids()  # for the track() calls to come
         if nudge:  # the other lanes sleep until their next tick otherwise
             self.dispatcher.nudge()
@@ -188,6 +203,9 @@ class Runtime:
     def _admit(self, later: list[Dropped]) -> bool:
         """Build the intake's events and queue them for each provider, a chunk at a time; True when a
         queue now holds a batch's worth. Drops to signal are appended to ``later``."""
+        if self.finished:  # the lanes stopped (``last_admit``, ``_dispatcher_failed``): count them
+            self._drop_intake(self._finished_reason, later)
+            return False
         nudge = False
         # In chunks: the list of a whole burst (a flush after 20,000 calls admits them at once) stayed
         # young while it grew, and each collection of the garbage collector walked all of it.
@@ -256,8 +274,9 @@ class Runtime:
         as tracked after the shutdown, as ``track()`` counts one once ``closed`` is seen."""
         self._drop_intake(self._closed_reason)
 
-    def _drop_intake(self, reason: str) -> int:
-        """Count what is still in ``intake`` as dropped (the dispatcher will never build it)."""
+    def _drop_intake(self, reason: str, later: list[Dropped] | None = None) -> int:
+        """Count what is still in ``intake`` as dropped (the dispatcher will never build it); ``later``
+        as in ``drop``."""
         count = 0
         while True:
             try:  # a dispatcher still running past a shutdown's timeout may take some meanwhile
@@ -265,14 +284,22 @@ class Runtime:
             except IndexError:
                 return count
             # Receivers of event_dropped get the event when one was built (records are not events).
-            self.drop(record if type(record) is Event else None, reason)
+            self.drop(record if type(record) is Event else None, reason, later=later)
             count += 1
+
+    def _finish_intake(self, reason: str) -> None:
+        """Under ``_admit_lock``: no event is queued after this (see ``finished``). A caller admitting
+        meanwhile has queued its events before this; one that admits later counts them (``_admit``)."""
+        if not self.finished:
+            self._finished_reason = reason
+            self.finished = True
 
     def _dispatcher_failed(self) -> None:
         self._closed_reason = "dispatcher_error"
         self.closed = True
         self.takes_records = False
-        self.finished = True
+        with self._admit_lock:  # a caller's admit under way queues its events first: the lanes count them
+            self._finish_intake("dispatcher_error")
         self._drop_intake("dispatcher_error")
 
     def drop(

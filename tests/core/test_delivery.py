@@ -187,6 +187,70 @@ def test_a_dispatcher_that_dies_counts_every_event_it_held_and_every_later_one(m
     assert "bug in the dispatcher" in caplog_evm.text
 
 
+def test_a_dispatcher_that_dies_while_a_caller_admits_counts_what_that_caller_queues(monkeypatch):
+    """A caller that found the intake full admits it on its own thread; the dispatcher dies meanwhile.
+    Its lanes must count what that admit queues: they stop only once it is over."""
+    import asyncio
+    import threading
+
+    from evmiddleware.api import record_request_event
+    from evmiddleware.context import RequestContext
+    from evmiddleware.dispatcher import Dispatcher
+
+    inside, go, failing_waits = threading.Event(), threading.Event(), threading.Event()
+
+    async def broken(self, tasks):
+        for task in tasks:  # no lane loop: only the failure path may ask for the admit lock
+            task.cancel()
+        while not inside.is_set():
+            await asyncio.sleep(0.001)
+        raise RuntimeError("bug in the dispatcher")
+
+    def properties(source):  # built by whichever thread admits the record: hold the caller's admit
+        if threading.current_thread().name == "caller":
+            inside.set()
+            go.wait(5)
+        return {"path": "/"}
+
+    monkeypatch.setattr(Dispatcher, "_until_stopped", broken)
+    sink = MemorySink()
+    evmiddleware.configure(providers=[sink], max_queue=3, flush_interval=60)
+    runtime = evmiddleware.runtime.current()
+    lock = runtime._admit_lock
+
+    class Watched:  # the admit lock, telling when the dispatcher thread asks for it
+        def __enter__(self):
+            if threading.current_thread() is runtime.dispatcher._thread:
+                failing_waits.set()
+            return lock.__enter__()
+
+        def __exit__(self, *exc):
+            return lock.__exit__(*exc)
+
+    runtime._admit_lock = Watched()
+    runtime.start()
+
+    def caller():
+        record_request_event(RequestContext("a1", "u1", {}), "http_request", properties, None)
+        for name in ("t1", "t2", "t3"):  # the third finds the intake full: this thread admits
+            evmiddleware.track(name, user_id="u")
+
+    thread = threading.Thread(target=caller, name="caller")
+    thread.start()
+    dispatcher = runtime.dispatcher._thread
+    assert dispatcher is not None
+    # The dispatcher fails within a millisecond: then it waits for the caller's admit (without that,
+    # it ends at once, and the caller's event is queued for no one).
+    assert wait_for(lambda: failing_waits.is_set() or not dispatcher.is_alive())
+    go.set()
+    thread.join(5)
+    dispatcher.join(5)
+    stats = evmiddleware.stats()
+    row = stats["providers"]["memory"]
+    assert row["queued"] == 0, row
+    assert row["sent"] + sum(row["dropped"].values()) + sum(stats["dropped"].values()) == 4
+
+
 @pytest.mark.parametrize("retry_after", ["0", "Wed, 21 Oct 2015 07:28:00 GMT"])
 def test_a_retry_after_of_zero_or_in_the_past_still_backs_off(retry_after):
     with RecordingServer(lambda s, r: Answer(503, b"busy", {"Retry-After": retry_after})) as server:

@@ -11,6 +11,7 @@ from evmiddleware import runtime as rt
 from evmiddleware.api import record_request_event
 from evmiddleware.context import RequestContext
 from evmiddleware.providers.sinks import MemorySink
+from tests.core.builders import an_event
 
 UTC = dt.timezone.utc
 
@@ -147,6 +148,24 @@ def test_records_left_at_shutdown_are_counted_never_lost(parked_dispatcher: rt.R
     evmiddleware.shutdown(1.0)
     assert not parked_dispatcher.intake
     assert evmiddleware.stats()["dropped"] == {"shutdown": 2}
+
+
+def test_an_admit_after_the_lanes_last_one_counts_its_records_instead_of_queueing_them() -> None:
+    # A caller that passed the open test before a shutdown, then found the intake full: its admit
+    # comes after the dispatcher's last one (``Runtime.last_admit``), when no lane takes events.
+    sink = MemorySink()
+    evmiddleware.configure(providers=[sink])
+    evmiddleware.track("before", user_id="u")
+    runtime = rt.current()
+    evmiddleware.shutdown(5.0)
+    assert runtime.finished and [e.name for e in sink.events] == ["before"]
+    record_request_event(request_ctx(), "http_request", dict, props())  # refused: the runtime is closed
+    runtime.intake.append(an_event(7))  # as that caller appended it, before the shutdown began
+    runtime.admit()
+    assert not runtime.queues[0].items
+    stats = evmiddleware.stats()
+    assert stats["dropped"] == {"shut_down": 1, "shutdown": 1}
+    assert stats["providers"]["memory"]["queued"] == 0
 
 
 def test_records_left_when_the_dispatcher_fails_are_counted(parked_dispatcher: rt.Runtime) -> None:
