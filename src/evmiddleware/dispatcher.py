@@ -77,6 +77,10 @@ class _FlushWaiter:
 
 
 def _nothing() -> None:
+    return None
+
+
+def _admit_nothing(wait: bool) -> None:
     pass
 
 
@@ -94,15 +98,16 @@ class Dispatcher:
         spool_interval: float = 0.1,
         spool_lease: float = 30.0,
         on_failure: Callable[[], None] | None = None,
-        admit: Callable[[], None] | None = None,
+        admit: Callable[[bool], None] | None = None,
         last_admit: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._on_failure = on_failure
-        #: Turns what callers queued outside the lanes' queues (requests' records) into queued events.
-        self._admit = admit if admit is not None else _nothing
-        #: The same, once more as the lanes stop: nothing is queued after it (see ``Runtime.admit``).
-        self._last_admit = last_admit if last_admit is not None else self._admit
+        #: Turns what callers queued outside the lanes' queues (requests' records) into queued events;
+        #: ``False``: not if a caller is admitting them already (see ``Runtime.admit``).
+        self._admit = admit if admit is not None else _admit_nothing
+        #: The same, once more as the lanes stop: nothing is queued after it (see ``Runtime.last_admit``).
+        self._last_admit = last_admit if last_admit is not None else _nothing
         _import_http_stack()
         self._spool_path = spool_path
         self._spool_lease = spool_lease
@@ -178,7 +183,7 @@ class Dispatcher:
             return False  # a signal receiver on the dispatcher thread would wait for itself
         self.start()
         if self._thread is None:  # stopped before it ever started: nothing will move
-            return not any(lane.outstanding() for lane in self.lanes)
+            return self._settled(failed_unwatched)
         deadline = None if timeout is None else self._clock() + timeout
         if not self._ready.wait(timeout if timeout is not None else 5.0):
             return False
@@ -187,7 +192,7 @@ class Dispatcher:
             waiter.failed_unwatched = failed_unwatched
         loop = self._loop
         if loop is None or loop.is_closed():
-            return not any(lane.outstanding() for lane in self.lanes)
+            return self._settled(failed_unwatched)
         try:
             loop.call_soon_threadsafe(self._add_waiter, waiter)
         except RuntimeError:
@@ -201,6 +206,12 @@ class Dispatcher:
                 return waiter.all_delivered
             if left == 0.0 or thread is None or not thread.is_alive():
                 return False
+
+    def _settled(self, failed_unwatched: Callable[[], bool] | None) -> bool:
+        """A flush's answer once no loop runs: nothing outstanding, and no failure unreported (the
+        events a shutdown counted as dropped included)."""
+        failed = failed_unwatched is not None and failed_unwatched()
+        return not failed and not any(lane.outstanding() for lane in self.lanes)
 
     def stop(self, timeout: float) -> int:
         """Deliver what can be delivered within ``timeout``, then stop; returns events given up.
@@ -218,6 +229,7 @@ class Dispatcher:
         """
         thread, deadline = self.begin_stop(timeout)
         if thread is None:  # no thread will ever take what a full intake moved into the queues
+            self._last_admit()  # and none is moved there after this
             return sum(lane.stop_everything() for lane in self.lanes)
         thread.join(max(0.0, deadline - self._clock()) + STOP_MARGIN)
         given_up = sum(lane.dropped.get("shutdown", 0) for lane in self.lanes)
@@ -366,7 +378,7 @@ class Dispatcher:
             wake.set()
 
     def _add_waiter(self, waiter: _FlushWaiter) -> None:
-        self._admit()  # the flush covers every request that ended before it was called
+        self._admit(True)  # the flush covers every request that ended before it was called
         # Only these events count: one queued later that finishes first (or fails) changes nothing.
         waiter.watches = [(lane, lane.watch()) for lane in self.lanes]
         # After the watches: one that fails as it is set up (an event the spool cannot write) marks
@@ -415,7 +427,9 @@ class Dispatcher:
         while True:
             try:
                 now = self._clock()
-                self._admit()
+                # Never waiting for a caller that is admitting (it queues those records itself): a
+                # SIGTERM handler on that caller's thread may be waiting for this loop to stop.
+                self._admit(False)
                 lane.pull(now)
                 self._check_waiters()
                 key = lane.ready(now, self._force)

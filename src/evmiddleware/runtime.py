@@ -172,16 +172,22 @@ class Runtime:
             dispatcher.nudge()
         return True
 
-    def admit(self) -> None:
+    def admit(self, wait: bool = True) -> None:
         """Dispatcher thread (or a caller that found the intake full): turn the intake's records into
         events and queue each for every provider. Refused ones are counted like any refused event.
+        ``wait=False`` (the dispatcher's regular turn): nothing, when another thread is admitting.
 
         Their ``event_dropped`` receivers run once the lock is released: one that calls ``flush()`` or
         ``shutdown()`` needs the dispatcher, which admits on every turn, to take it.
         """
         later: list[Dropped] = []
-        with self._admit_lock:  # two threads admitting at once could swap events
+        # One thread admits at a time: two at once could swap events.
+        if not self._admit_lock.acquire(blocking=wait):
+            return
+        try:
             nudge = self._admit(later)
+        finally:
+            self._admit_lock.release()
         self._after_admit(nudge, later)
 
     def last_admit(self) -> None:
@@ -204,7 +210,8 @@ class Runtime:
         """Build the intake's events and queue them for each provider, a chunk at a time; True when a
         queue now holds a batch's worth. Drops to signal are appended to ``later``."""
         if self.finished:  # the lanes stopped (``last_admit``, ``_dispatcher_failed``): count them
-            self._drop_intake(self._finished_reason, later)
+            # as refused: no flush watches them, the next one reports them (``_unwatched_failures``)
+            self._refused_at_admission += self._drop_intake(self._finished_reason, later)
             return False
         nudge = False
         # In chunks: the list of a whole burst (a flush after 20,000 calls admits them at once) stayed
@@ -300,7 +307,12 @@ class Runtime:
         self.takes_records = False
         with self._admit_lock:  # a caller's admit under way queues its events first: the lanes count them
             self._finish_intake("dispatcher_error")
-        self._drop_intake("dispatcher_error")
+        self._count_refused(self._drop_intake("dispatcher_error"))
+
+    def _count_refused(self, count: int) -> None:
+        """Records counted as dropped outside an admit: for the next flush to report (``_admit``)."""
+        with self._admit_lock:  # admits write it too
+            self._refused_at_admission += count
 
     def drop(
         self, event: Event | None, reason: str, detail: str = "", later: list[Dropped] | None = None
@@ -383,7 +395,9 @@ class Runtime:
                 # silently, and so is all of it when stop() itself failed. One appended after this
                 # sees ``finished`` and counts itself.
                 self.finished = True
-                given_up += self._drop_intake("shutdown")
+                dropped = self._drop_intake("shutdown")
+                self._count_refused(dropped)
+                given_up += dropped
             finally:
                 self._shut_down.set()
         if given_up:

@@ -219,13 +219,19 @@ def test_a_dispatcher_that_dies_while_a_caller_admits_counts_what_that_caller_qu
     lock = runtime._admit_lock
 
     class Watched:  # the admit lock, telling when the dispatcher thread asks for it
-        def __enter__(self):
+        def acquire(self, blocking=True, timeout=-1):
             if threading.current_thread() is runtime.dispatcher._thread:
                 failing_waits.set()
-            return lock.__enter__()
+            return lock.acquire(blocking, timeout)
+
+        def release(self):
+            lock.release()
+
+        def __enter__(self):
+            return self.acquire()
 
         def __exit__(self, *exc):
-            return lock.__exit__(*exc)
+            self.release()
 
     runtime._admit_lock = Watched()
     runtime.start()
@@ -249,6 +255,38 @@ def test_a_dispatcher_that_dies_while_a_caller_admits_counts_what_that_caller_qu
     row = stats["providers"]["memory"]
     assert row["queued"] == 0, row
     assert row["sent"] + sum(row["dropped"].values()) + sum(stats["dropped"].values()) == 4
+
+
+def test_the_lanes_deliver_what_is_queued_while_a_caller_holds_the_admit_lock():
+    # A caller admitting a full intake holds the lock; a SIGTERM handler on its thread then waits for
+    # the dispatcher to stop. The lanes' loop must not wait for that lock: it would never get it.
+    sink = MemorySink()
+    evmiddleware.configure(providers=[sink], flush_interval=0.01)
+    evmiddleware.track("first", user_id="u")
+    assert evmiddleware.flush(5)
+    runtime = evmiddleware.runtime.current()
+    for _ in range(3):
+        evmiddleware.track("queued", user_id="u")
+    runtime.admit()  # in the provider's queue now, as that caller's earlier admits left them
+    with runtime._admit_lock:
+        assert wait_for(lambda: len(sink.events) == 4)
+    assert evmiddleware.flush(5)
+
+
+def test_a_flush_after_a_shutdown_that_gave_up_events_says_so():
+    import asyncio
+
+    class Stuck(MemorySink):
+        async def send(self, batch, client):
+            await asyncio.sleep(60)  # cancelled by the shutdown
+            return await super().send(batch, client)
+
+    evmiddleware.configure(providers=[Stuck()], flush_interval=0.01)
+    for _ in range(5):
+        evmiddleware.track("e", user_id="u")
+    evmiddleware.shutdown(0.1)
+    assert evmiddleware.stats()["providers"]["memory"]["dropped"] == {"shutdown": 5}
+    assert not evmiddleware.flush(1)
 
 
 @pytest.mark.parametrize("retry_after", ["0", "Wed, 21 Oct 2015 07:28:00 GMT"])

@@ -147,7 +147,9 @@ def test_records_left_at_shutdown_are_counted_never_lost(parked_dispatcher: rt.R
     record_request_event(request_ctx(), "http_request", dict, props())
     evmiddleware.shutdown(1.0)
     assert not parked_dispatcher.intake
-    assert evmiddleware.stats()["dropped"] == {"shutdown": 2}
+    # Admitted as the lanes stop, then counted by each provider.
+    stats = evmiddleware.stats()
+    assert (stats["dropped"], stats["providers"]["memory"]["dropped"]) == ({}, {"shutdown": 2})
 
 
 def test_an_admit_after_the_lanes_last_one_counts_its_records_instead_of_queueing_them() -> None:
@@ -166,6 +168,21 @@ def test_an_admit_after_the_lanes_last_one_counts_its_records_instead_of_queuein
     stats = evmiddleware.stats()
     assert stats["dropped"] == {"shut_down": 1, "shutdown": 1}
     assert stats["providers"]["memory"]["queued"] == 0
+    assert not runtime.flush(1.0)  # the next flush reports the event counted so
+
+
+def test_a_stop_before_the_dispatcher_ever_started_queues_nothing_after_it() -> None:
+    evmiddleware.configure(providers=[MemorySink()])
+    runtime = rt.current()
+    runtime.intake.append(an_event(1))  # a caller's record; no event started the dispatcher
+    evmiddleware.shutdown(1.0)
+    assert runtime.dispatcher._thread is None
+    runtime.intake.append(an_event(2))  # a caller that passed the open test before, as above
+    runtime.admit()
+    stats = evmiddleware.stats()
+    row = stats["providers"]["memory"]
+    assert (row["queued"], row["dropped"], stats["dropped"]) == (0, {"shutdown": 1}, {"shutdown": 1})
+    assert not runtime.flush(1.0)
 
 
 def test_records_left_when_the_dispatcher_fails_are_counted(parked_dispatcher: rt.Runtime) -> None:
