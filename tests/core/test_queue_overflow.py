@@ -156,58 +156,45 @@ def test_an_open_batch_that_covers_the_queue_loses_its_oldest_events_and_keeps_i
     assert adds_up(lane.snapshot())
 
 
-def test_evictions_past_the_open_batch_take_the_backlog_next_and_a_waiting_flush_hears_of_them(
-    tmp_path: Path, dropped: list[tuple[int, str]]
+def one_in_flight_one_open(spool: Spool | None = None) -> tuple[ProviderQueue, Lane]:
+    """A drop_oldest lane of one event a batch, 40 events offered: event 0 in flight, event 1 open."""
+    provider = Fixed(Limits(max_events=1, max_bytes=10**6))
+    queue = ProviderQueue(provider.name, 40, drop_oldest=True)
+    lane = Lane(provider, queue, 1.0)
+    lane.spool = spool
+    offer_all(queue, range(40), users=1)
+    lane.pull(0.0)
+    lane.take_batch(None, 0.0)
+    lane.pull(0.0)
+    return queue, lane
+
+
+@pytest.mark.parametrize("spooled", [True, False], ids=["spool: the backlog", "no spool: Lane.moved"])
+def test_evictions_past_the_open_batch_take_what_a_flush_moved_next_and_the_flush_hears_of_them(
+    tmp_path: Path, dropped: list[tuple[int, str]], spooled: bool
 ) -> None:
-    """One event a batch, one in flight, one open; a flush moved the rest to the backlog (spooled)."""
+    """One event a batch, one in flight, one open; a flush moved the rest out of the queue: into the
+    backlog (spooled), or into ``Lane.moved``."""
     path = str(tmp_path / "spool.db")
-    provider = Fixed(Limits(max_events=1, max_bytes=10**6))
-    queue = ProviderQueue(provider.name, 40, drop_oldest=True)
-    lane = Lane(provider, queue, 1.0)
-    lane.spool = Spool(path)
-    offer_all(queue, range(40), users=1)
-    lane.pull(0.0)
-    lane.take_batch(None, 0.0)  # event 0 in flight
-    lane.pull(0.0)  # event 1 open, 2..39 in the backlog
+    queue, lane = one_in_flight_one_open(Spool(path) if spooled else None)
     watch = lane.watch()
-    assert (watch.target, watch.remaining, watch.failed) == (40, 40, False)
+    assert (watch.target, watch.remaining, watch.failed, len(queue.items)) == (40, 40, False, 0)
     offer_all(queue, range(40, 44), users=1)  # 4 owed
     lane.pull(0.0)
 
     assert dropped == [(i, "queue_full") for i in (1, 2, 3, 4)]
     assert (watch.remaining, watch.failed) == (36, True)
-    # The backlog's next event opens with the number the flush counted it under.
+    # The next event opens with the number the flush counted it under.
     [open_item] = [item for group in lane._groups.values() for item in group.items]
     assert (open_item.event.properties["i"], open_item.seq) == (5, 5)
-    with sqlite3.connect(path) as db:
-        spooled = sorted(
-            json.loads(payload)["properties"]["i"] for (payload,) in db.execute("SELECT payload FROM events")
-        )
-    assert spooled == [0, *range(5, 44)]  # the evicted ones' rows deleted
-    assert adds_up(lane.snapshot())
-
-
-def test_without_a_spool_evictions_past_the_open_batch_take_what_a_flush_moved_next(
-    dropped: list[tuple[int, str]],
-) -> None:
-    """As above, without a spool: the flush moves the queue's events out of it (``Lane.moved``)."""
-    provider = Fixed(Limits(max_events=1, max_bytes=10**6))
-    queue = ProviderQueue(provider.name, 40, drop_oldest=True)
-    lane = Lane(provider, queue, 1.0)
-    offer_all(queue, range(40), users=1)
-    lane.pull(0.0)
-    lane.take_batch(None, 0.0)  # event 0 in flight
-    lane.pull(0.0)  # event 1 open, 2..39 still queued
-    watch = lane.watch()
-    assert (watch.target, watch.remaining, len(lane.moved), len(queue.items)) == (40, 40, 38, 0)
-    offer_all(queue, range(40, 44), users=1)  # 4 owed
-    lane.pull(0.0)
-
-    assert dropped == [(i, "queue_full") for i in (1, 2, 3, 4)]
-    assert (watch.remaining, watch.failed) == (36, True)
-    [open_item] = [item for group in lane._groups.values() for item in group.items]
-    assert (open_item.event.properties["i"], open_item.seq) == (5, 5)
-    assert [e.properties["i"] for e in lane.moved] == list(range(6, 40))
+    # Then the rest, in order (a spooled lane moves what callers queue to its backlog at each pull).
+    waiting = [event for _, event, _ in lane.backlog] if spooled else list(lane.moved)
+    assert [event.properties["i"] for event in [*waiting, *queue.items]] == list(range(6, 44))
+    if spooled:
+        with sqlite3.connect(path) as db:
+            rows = db.execute("SELECT payload FROM events")
+            spool_rows = sorted(json.loads(payload)["properties"]["i"] for (payload,) in rows)
+        assert spool_rows == [0, *range(5, 44)]  # the evicted ones' rows deleted
     assert adds_up(lane.snapshot())
 
 
