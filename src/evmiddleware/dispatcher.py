@@ -76,12 +76,16 @@ class _FlushWaiter:
     some_failed_unwatched: bool = False
 
 
+#: How soon a flush asks again to admit while a caller is admitting (``_add_waiter``).
+_ADMIT_RETRY = 0.001
+
+
 def _nothing() -> None:
     return None
 
 
-def _admit_nothing(wait: bool) -> None:
-    pass
+def _admit_nothing(wait: bool) -> bool:
+    return True
 
 
 class Dispatcher:
@@ -98,13 +102,13 @@ class Dispatcher:
         spool_interval: float = 0.1,
         spool_lease: float = 30.0,
         on_failure: Callable[[], None] | None = None,
-        admit: Callable[[bool], None] | None = None,
+        admit: Callable[[bool], bool] | None = None,
         last_admit: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._on_failure = on_failure
         #: Turns what callers queued outside the lanes' queues (requests' records) into queued events;
-        #: ``False``: not if a caller is admitting them already (see ``Runtime.admit``).
+        #: ``False``: not if a caller is admitting them already (see ``Runtime.admit``), and says so.
         self._admit = admit if admit is not None else _admit_nothing
         #: The same, once more as the lanes stop: nothing is queued after it (see ``Runtime.last_admit``).
         self._last_admit = last_admit if last_admit is not None else _nothing
@@ -378,7 +382,12 @@ class Dispatcher:
             wake.set()
 
     def _add_waiter(self, waiter: _FlushWaiter) -> None:
-        self._admit(True)  # the flush covers every request that ended before it was called
+        # The flush covers every request that ended before it was called: admitted first. Never
+        # waiting for a caller that is admitting (see ``_lane_loop``): asked again a moment later.
+        if not self._admit(False):
+            assert self._loop is not None
+            self._loop.call_later(_ADMIT_RETRY, self._add_waiter, waiter)
+            return
         # Only these events count: one queued later that finishes first (or fails) changes nothing.
         waiter.watches = [(lane, lane.watch()) for lane in self.lanes]
         # After the watches: one that fails as it is set up (an event the spool cannot write) marks

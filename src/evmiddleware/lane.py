@@ -681,7 +681,9 @@ class Lane:
         """At a stop past its deadline: what is still open or queued is kept in the spool for the
         next process, or else counted as dropped (``reason``) — never lost silently."""
         self.queue.settle()  # nothing is owed: this ends every event
-        entries = [(item.spool_id, item.event) for group in self._groups.values() for item in group.items]
+        items = [item for group in self._groups.values() for item in group.items]
+        entries = [(item.spool_id, item.event) for item in items]
+        seqs = list(map(_seq_of, items))
         self._groups.clear()
         self.pending = 0
         # A request sent again keeps its key in the spool, and its events stay together there.
@@ -694,7 +696,11 @@ class Lane:
             return 0
         if self.spool is not None and self.spool.working:
             return self._keep(entries, reason)
-        self.finish_dropped([event for _, event in entries], reason)
+        # The others get the numbers they would have been opened with: a waiting flush that watched
+        # them hears of them (and reports them), the next flush of the rest only (``_not_delivered``).
+        seqs += range(self._seq, self._seq + len(entries) - len(seqs))
+        self._seq += len(entries) - len(items)
+        self.finish_dropped([event for _, event in entries], reason, seqs=seqs)
         return len(entries)
 
     def _keep(self, entries: list[tuple[int | None, Event]], reason: str) -> int:

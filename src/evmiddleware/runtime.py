@@ -107,6 +107,8 @@ class Runtime:
         #: Records refused while admitted (a request event too large, say), and the failures no flush
         #: watched that the last flush counted (``_failed_since_last_flush``).
         self._refused_at_admission = 0
+        #: The same, for records the stop counted (``_count_refused``; under ``_lock``).
+        self._refused_outside_admit = 0
         self._failures_reported = 0
         #: The runtime this one replaced had failures no flush reported yet: the next flush does.
         self._failures_inherited = False
@@ -172,10 +174,11 @@ class Runtime:
             dispatcher.nudge()
         return True
 
-    def admit(self, wait: bool = True) -> None:
+    def admit(self, wait: bool = True) -> bool:
         """Dispatcher thread (or a caller that found the intake full): turn the intake's records into
         events and queue each for every provider. Refused ones are counted like any refused event.
-        ``wait=False`` (the dispatcher's regular turn): nothing, when another thread is admitting.
+        ``wait=False`` (the dispatcher's loop): nothing, when another thread is admitting; returns
+        whether it admitted.
 
         Their ``event_dropped`` receivers run once the lock is released: one that calls ``flush()`` or
         ``shutdown()`` needs the dispatcher, which admits on every turn, to take it.
@@ -183,12 +186,13 @@ class Runtime:
         later: list[Dropped] = []
         # One thread admits at a time: two at once could swap events.
         if not self._admit_lock.acquire(blocking=wait):
-            return
+            return False
         try:
             nudge = self._admit(later)
         finally:
             self._admit_lock.release()
         self._after_admit(nudge, later)
+        return True
 
     def last_admit(self) -> None:
         """Dispatcher thread, as its lanes stop: admit for the last time. Any later admit (a caller
@@ -278,8 +282,10 @@ class Runtime:
 
     def drop_late(self) -> None:
         """A record appended after the intake was emptied for the last time (``finished``): counted
-        as tracked after the shutdown, as ``track()`` counts one once ``closed`` is seen."""
-        self._drop_intake(self._closed_reason)
+        as tracked after the shutdown, as ``track()`` counts one once ``closed`` is seen. Records of
+        other callers it takes too (their ``track()`` returned an id) are for the next flush to report;
+        the caller's own is reported by its ``None``."""
+        self._count_refused(max(0, self._drop_intake(self._closed_reason) - 1))
 
     def _drop_intake(self, reason: str, later: list[Dropped] | None = None) -> int:
         """Count what is still in ``intake`` as dropped (the dispatcher will never build it); ``later``
@@ -310,9 +316,10 @@ class Runtime:
         self._count_refused(self._drop_intake("dispatcher_error"))
 
     def _count_refused(self, count: int) -> None:
-        """Records counted as dropped outside an admit: for the next flush to report (``_admit``)."""
-        with self._admit_lock:  # admits write it too
-            self._refused_at_admission += count
+        """Records counted as dropped outside an admit: for the next flush to report (``_admit``).
+        Not under ``_admit_lock``: a SIGTERM may have stopped its holder (see ``admit``)."""
+        with self._lock:
+            self._refused_outside_admit += count
 
     def drop(
         self, event: Event | None, reason: str, detail: str = "", later: list[Dropped] | None = None
@@ -353,6 +360,7 @@ class Runtime:
     def _unwatched_failures(self) -> int:
         return (
             self._refused_at_admission
+            + self._refused_outside_admit
             + sum(queue.dropped["queue_full"] for queue in self.queues)
             + sum(lane.unreported for lane in self.lanes)
         )

@@ -289,6 +289,56 @@ def test_a_flush_after_a_shutdown_that_gave_up_events_says_so():
     assert not evmiddleware.flush(1)
 
 
+def test_events_a_stop_gives_up_are_reported_once_by_the_flush_that_waited_for_them():
+    import asyncio
+    import threading
+
+    from evmiddleware.providers.base import Limits
+
+    class Stuck(MemorySink):
+        async def send(self, batch, client):
+            await asyncio.sleep(60)  # cancelled by the shutdown
+            return await super().send(batch, client)
+
+    sink = Stuck(Limits(max_events=2, max_bytes=10**6, max_in_flight=1))
+    evmiddleware.configure(providers=[sink], flush_interval=0.01)
+    for i in range(6):
+        evmiddleware.track("e", {"i": i}, user_id="u")
+    runtime = evmiddleware.runtime.current()
+    answers: list[bool] = []
+    waiting = threading.Thread(target=lambda: answers.append(evmiddleware.flush(10)))
+    waiting.start()
+    # The flush watches all six: two in flight, four behind them (open, moved or queued).
+    assert wait_for(lambda: runtime.lanes[0]._watches and runtime.lanes[0].in_flight == 1)
+    evmiddleware.shutdown(0.2)
+    waiting.join(10)
+    assert answers == [False]  # it watched them
+    assert evmiddleware.stats()["providers"]["memory"]["dropped"] == {"shutdown": 6}
+    assert evmiddleware.flush(1)  # reported once already
+    assert runtime.lanes[0].unreported == 0
+
+
+def test_a_flush_never_stops_the_loop_while_a_caller_holds_the_admit_lock():
+    # As above, with a flush on another thread: its admit waits its turn without blocking the lanes.
+    import threading
+
+    sink = MemorySink()
+    evmiddleware.configure(providers=[sink], flush_interval=0.01)
+    evmiddleware.track("first", user_id="u")
+    assert evmiddleware.flush(5)
+    runtime = evmiddleware.runtime.current()
+    for _ in range(3):
+        evmiddleware.track("queued", user_id="u")
+    runtime.admit()
+    answers: list[bool] = []
+    flushing = threading.Thread(target=lambda: answers.append(evmiddleware.flush(10)))
+    with runtime._admit_lock:
+        flushing.start()
+        assert wait_for(lambda: len(sink.events) == 4)
+    flushing.join(10)
+    assert answers == [True]
+
+
 @pytest.mark.parametrize("retry_after", ["0", "Wed, 21 Oct 2015 07:28:00 GMT"])
 def test_a_retry_after_of_zero_or_in_the_past_still_backs_off(retry_after):
     with RecordingServer(lambda s, r: Answer(503, b"busy", {"Retry-After": retry_after})) as server:

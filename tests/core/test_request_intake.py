@@ -185,6 +185,45 @@ def test_a_stop_before_the_dispatcher_ever_started_queues_nothing_after_it() -> 
     assert not runtime.flush(1.0)
 
 
+def test_a_late_record_s_drop_reports_the_other_callers_records_it_takes_to_the_next_flush() -> None:
+    evmiddleware.configure(providers=[MemorySink()])
+    evmiddleware.track("before", user_id="u")
+    runtime = rt.current()
+    evmiddleware.shutdown(5.0)
+    assert evmiddleware.flush(1)
+    runtime.intake.append(an_event(1))  # a caller whose track() returned an id just before the end
+    runtime.intake.append(an_event(2))  # a caller that then saw ``finished``: it drops the rest
+    runtime.drop_late()
+    assert evmiddleware.stats()["dropped"] == {"shut_down": 2}
+    assert not evmiddleware.flush(1)  # the first caller's event (the second one's track() said None)
+    assert evmiddleware.flush(1)
+
+
+def test_counting_refusals_at_a_stop_never_waits_for_the_admit_lock() -> None:
+    # A SIGTERM may interrupt the thread that holds it, and wait for this stop.
+    import threading
+
+    evmiddleware.configure(providers=[MemorySink()])
+    runtime = rt.current()
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with runtime._admit_lock:
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(5)
+    counting = threading.Thread(target=runtime._count_refused, args=(1,))
+    counting.start()
+    counting.join(5)
+    stuck = counting.is_alive()
+    release.set()
+    holder.join(5)
+    assert not stuck
+
+
 def test_records_left_when_the_dispatcher_fails_are_counted(parked_dispatcher: rt.Runtime) -> None:
     record_request_event(request_ctx(), "http_request", dict, props())
     parked_dispatcher._dispatcher_failed()
