@@ -257,9 +257,13 @@ def test_a_dispatcher_that_dies_while_a_caller_admits_counts_what_that_caller_qu
     assert row["sent"] + sum(row["dropped"].values()) + sum(stats["dropped"].values()) == 4
 
 
-def test_the_lanes_deliver_what_is_queued_while_a_caller_holds_the_admit_lock():
+@pytest.mark.parametrize("flushing", [False, True], ids=["lanes alone", "a flush waiting too"])
+def test_the_loop_delivers_what_is_queued_while_a_caller_holds_the_admit_lock(flushing):
     # A caller admitting a full intake holds the lock; a SIGTERM handler on its thread then waits for
-    # the dispatcher to stop. The lanes' loop must not wait for that lock: it would never get it.
+    # the dispatcher to stop. Nothing on the loop may wait for that lock (the lanes' admit, a flush's
+    # admit): it would never get it.
+    import threading
+
     sink = MemorySink()
     evmiddleware.configure(providers=[sink], flush_interval=0.01)
     evmiddleware.track("first", user_id="u")
@@ -268,8 +272,15 @@ def test_the_lanes_deliver_what_is_queued_while_a_caller_holds_the_admit_lock():
     for _ in range(3):
         evmiddleware.track("queued", user_id="u")
     runtime.admit()  # in the provider's queue now, as that caller's earlier admits left them
+    answers: list[bool] = []
+    flush = threading.Thread(target=lambda: answers.append(evmiddleware.flush(10)))
     with runtime._admit_lock:
+        if flushing:
+            flush.start()
         assert wait_for(lambda: len(sink.events) == 4)
+    if flushing:
+        flush.join(10)
+        assert answers == [True]
     assert evmiddleware.flush(5)
 
 
@@ -316,27 +327,6 @@ def test_events_a_stop_gives_up_are_reported_once_by_the_flush_that_waited_for_t
     assert evmiddleware.stats()["providers"]["memory"]["dropped"] == {"shutdown": 6}
     assert evmiddleware.flush(1)  # reported once already
     assert runtime.lanes[0].unreported == 0
-
-
-def test_a_flush_never_stops_the_loop_while_a_caller_holds_the_admit_lock():
-    # As above, with a flush on another thread: its admit waits its turn without blocking the lanes.
-    import threading
-
-    sink = MemorySink()
-    evmiddleware.configure(providers=[sink], flush_interval=0.01)
-    evmiddleware.track("first", user_id="u")
-    assert evmiddleware.flush(5)
-    runtime = evmiddleware.runtime.current()
-    for _ in range(3):
-        evmiddleware.track("queued", user_id="u")
-    runtime.admit()
-    answers: list[bool] = []
-    flushing = threading.Thread(target=lambda: answers.append(evmiddleware.flush(10)))
-    with runtime._admit_lock:
-        flushing.start()
-        assert wait_for(lambda: len(sink.events) == 4)
-    flushing.join(10)
-    assert answers == [True]
 
 
 @pytest.mark.parametrize("retry_after", ["0", "Wed, 21 Oct 2015 07:28:00 GMT"])
