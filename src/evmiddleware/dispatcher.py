@@ -81,7 +81,7 @@ _ADMIT_RETRY = 0.001
 
 
 def _nothing() -> None:
-    return None
+    pass
 
 
 def _admit_nothing(wait: bool) -> bool:

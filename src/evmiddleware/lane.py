@@ -698,8 +698,9 @@ class Lane:
             return self._keep(entries, reason)
         # The others get the numbers they would have been opened with: a waiting flush that watched
         # them hears of them (and reports them), the next flush of the rest only (``_not_delivered``).
-        seqs += range(self._seq, self._seq + len(entries) - len(seqs))
-        self._seq += len(entries) - len(items)
+        unnumbered = len(entries) - len(items)
+        seqs += range(self._seq, self._seq + unnumbered)
+        self._seq += unnumbered
         self.finish_dropped([event for _, event in entries], reason, seqs=seqs)
         return len(entries)
 

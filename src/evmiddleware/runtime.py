@@ -104,11 +104,10 @@ class Runtime:
         self._nudge_at = max(64, min(lane.limits.max_events for lane in self.lanes)) if self.lanes else 0
         #: Events refused before reaching any provider, by reason (caller threads: under the lock).
         self.dropped: Counter[str] = Counter()
-        #: Records refused while admitted (a request event too large, say), and the failures no flush
-        #: watched that the last flush counted (``_failed_since_last_flush``).
+        #: Records refused while admitted (a request event too large, say) or taken from the intake at
+        #: a stop (``_count_refused``, under ``_lock``), and the failures no flush watched that the
+        #: last flush counted (``_failed_since_last_flush``).
         self._refused_at_admission = 0
-        #: The same, for records the stop counted (``_count_refused``; under ``_lock``).
-        self._refused_outside_admit = 0
         self._failures_reported = 0
         #: The runtime this one replaced had failures no flush reported yet: the next flush does.
         self._failures_inherited = False
@@ -215,7 +214,7 @@ class Runtime:
         queue now holds a batch's worth. Drops to signal are appended to ``later``."""
         if self.finished:  # the lanes stopped (``last_admit``, ``_dispatcher_failed``): count them
             # as refused: no flush watches them, the next one reports them (``_unwatched_failures``)
-            self._refused_at_admission += self._drop_intake(self._finished_reason, later)
+            self._count_refused(self._drop_intake(self._finished_reason, later))
             return False
         nudge = False
         # In chunks: the list of a whole burst (a flush after 20,000 calls admits them at once) stayed
@@ -269,11 +268,11 @@ class Runtime:
                         warn_dropped_property,
                     )
                 except EventError as exc:
-                    self._refused_at_admission += 1
+                    self._count_refused(1)
                     self.drop(None, exc.reason, str(exc), later)
                     continue
                 except Exception as exc:
-                    self._refused_at_admission += 1
+                    self._count_refused(1)
                     limited.log(logging.ERROR, "track", "evmiddleware: tracking failed", exc_info=True)
                     self.drop(None, "internal_error", type(exc).__name__, later)
                     continue
@@ -316,10 +315,11 @@ class Runtime:
         self._count_refused(self._drop_intake("dispatcher_error"))
 
     def _count_refused(self, count: int) -> None:
-        """Records counted as dropped outside an admit: for the next flush to report (``_admit``).
-        Not under ``_admit_lock``: a SIGTERM may have stopped its holder (see ``admit``)."""
+        """Records refused before any provider took them: for the next flush to report. Under
+        ``_lock``, not ``_admit_lock``: the stop counts some, and a SIGTERM may have stopped the
+        admit lock's holder (see ``admit``)."""
         with self._lock:
-            self._refused_outside_admit += count
+            self._refused_at_admission += count
 
     def drop(
         self, event: Event | None, reason: str, detail: str = "", later: list[Dropped] | None = None
@@ -360,7 +360,6 @@ class Runtime:
     def _unwatched_failures(self) -> int:
         return (
             self._refused_at_admission
-            + self._refused_outside_admit
             + sum(queue.dropped["queue_full"] for queue in self.queues)
             + sum(lane.unreported for lane in self.lanes)
         )
